@@ -1,0 +1,238 @@
+//! Durable store of xfhub.
+//!
+//! One API over SQLite (default, WAL, `synchronous=FULL`) and PostgreSQL (`synchronous_commit=on`)
+//! through sqlx's `Any` driver, so that every query is written once with `$N` placeholders; the
+//! two backends differ only in their migration files.
+//!
+//! **Writes go through one writer task that commits in groups** (`writer.rs`): callers send an
+//! operation and wait for its answer; the writer takes every operation that is waiting, applies
+//! each inside its own savepoint of one transaction, commits once (one disk sync for the whole
+//! group) and only then answers each caller. A caller is therefore told "done" only after its
+//! change is durable, and the change log's sequence is strictly increasing in commit order.
+//! Reads use a separate pool and never wait for the writer.
+
+mod read;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use read::{DeadLetter, ImportError, ListQuery, OutboxRow, Page, StoredRecord, TrailHop};
+pub use writer::{
+    Effect, ImportErrorItem, IngestItem, IngestOutcome, LeasedMessage, Receipt, ReceiptStatus,
+};
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors of the store. Business outcomes (duplicate, conflict) are not errors: see
+/// [`IngestOutcome`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("not found")]
+    NotFound,
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Most operations committed in one transaction.
+    pub max_batch: usize,
+    /// Connections of the read pool.
+    pub read_connections: u32,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            max_batch: 512,
+            read_connections: 4,
+        }
+    }
+}
+
+/// The store: a read pool and a handle to the group-commit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    read: AnyPool,
+    writer: mpsc::Sender<writer::Job>,
+}
+
+static DRIVERS: Once = Once::new();
+
+fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::UnsupportedUrl(
+            url.split(':').next().unwrap_or_default().to_owned(),
+        ))
+    }
+}
+
+async fn pool(backend: Backend, url: &str, connections: u32) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                match backend {
+                    // FULL: a commit is on disk when it returns (power-loss safe).
+                    Backend::Sqlite => {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=FULL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                    }
+                    Backend::Postgres => {
+                        conn.execute("SET synchronous_commit = on").await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+fn sqlite_url_with_create(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store, and starts its writer.
+    pub async fn open(opts: StoreOptions) -> Result<Store> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = backend_of(&opts.url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create(&opts.url),
+            Backend::Postgres => opts.url.clone(),
+        };
+        let write = pool(backend, &url, 1).await?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let read = pool(backend, &url, opts.read_connections.max(1)).await?;
+        let (tx, rx) = mpsc::channel(opts.max_batch * 8);
+        tokio::spawn(writer::run(write, rx, opts.max_batch.max(1)));
+        Ok(Store {
+            backend,
+            read,
+            writer: tx,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Stops taking writes once every clone of the store is dropped; waits for the writer to
+    /// commit what it holds.
+    pub async fn close(self) {
+        let Store { read, writer, .. } = self;
+        drop(writer);
+        read.close().await;
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Job,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Milliseconds since the epoch, the store's time unit.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad uuid {s:?}: {e}")))
+}
+
+/// Kind of a stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Petition,
+    Workorder,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Petition => "petition",
+            RecordKind::Workorder => "workorder",
+        }
+    }
+}
