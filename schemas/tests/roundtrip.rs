@@ -256,6 +256,36 @@ fn envelopes_round_trip() {
 }
 
 #[test]
+fn records_round_trip() {
+    let at = chrono::Utc::now();
+    let petition = Record {
+        id: Uuid::now_v7(),
+        kind: "petition".into(),
+        version: 3,
+        status: sample_petition(4).status().as_str().into(),
+        received_at: at,
+        updated_at: at,
+        data: sample_petition(4),
+    };
+    check("petition record", "record", &petition);
+    check(
+        "petition record message",
+        "envelope",
+        &Envelope::new("petition.received", "api", "430111", petition),
+    );
+    let workorder = Record {
+        id: Uuid::now_v7(),
+        kind: "workorder".into(),
+        version: 1,
+        status: "handling".into(),
+        received_at: at,
+        updated_at: at,
+        data: sample_workorder(5),
+    };
+    check("workorder record", "record", &workorder);
+}
+
+#[test]
 fn json_shape_is_the_field_names() {
     let v = serde_json::to_value(Envelope::new(
         "petition.received",
@@ -344,8 +374,12 @@ fn xml_errors_are_reported() {
 
 #[test]
 fn sample_petition_is_about_1_3_kb_of_json() {
-    for i in 0..200 {
-        let n = serde_json::to_vec(&sample_petition(i)).unwrap().len();
-        assert!((1000..=1900).contains(&n), "sample {i}: {n} bytes");
+    let sizes: Vec<usize> = (0..500)
+        .map(|i| serde_json::to_vec(&sample_petition(i)).unwrap().len())
+        .collect();
+    let mean = sizes.iter().sum::<usize>() / sizes.len();
+    assert!((1150..=1450).contains(&mean), "mean {mean} bytes");
+    for (i, n) in sizes.iter().enumerate() {
+        assert!((1000..=1700).contains(n), "sample {i}: {n} bytes");
     }
 }

@@ -593,12 +593,12 @@ fn petition_rules() {
     check(
         "registered 23 hours ahead of now",
         |p| {
-            p.acceptance.registered_at = t("2025-06-01T23:00:00Z").into();
+            p.acceptance.registered_at = t("2025-06-01T23:00:00Z");
             p.handling = Handling::default();
             p.evaluation = None;
         },
         Valid(|p| {
-            p.acceptance.registered_at = t("2025-06-01T23:00:00Z").into();
+            p.acceptance.registered_at = t("2025-06-01T23:00:00Z");
             p.handling = Handling::default();
             p.evaluation = None;
         }),
@@ -615,7 +615,7 @@ fn petition_rules() {
     check(
         "registered before the complaint date",
         |p| {
-            p.acceptance.registered_at = p.acceptance.registered_at - Duration::days(1);
+            p.acceptance.registered_at -= Duration::days(1);
         },
         Errors(&[("acceptance.registered_at", "date_order")]),
     );

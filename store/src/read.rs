@@ -76,7 +76,8 @@ pub struct DeadLetter {
     pub attempts: i64,
     pub failed_at: DateTime<Utc>,
     pub replayed_at: Option<DateTime<Utc>>,
-    /// The message as it was when it failed.
+    /// The message as it was when it failed; a JSON string holding the raw text when it was not
+    /// JSON (a poison message).
     #[schema(value_type = Object)]
     pub envelope: Value,
 }
@@ -109,6 +110,12 @@ fn record(row: &AnyRow) -> Result<StoredRecord> {
         updated_at: from_ms(row.try_get("updated_at")?),
         data: serde_json::from_str(&row.try_get::<String, _>("body")?)?,
     })
+}
+
+/// A dead letter's envelope as JSON; a poison message's unreadable text as a JSON string, so
+/// that one poison message does not make every dead letter unlistable.
+fn envelope_value(raw: String) -> Value {
+    serde_json::from_str(&raw).unwrap_or(Value::String(raw))
 }
 
 fn opt_time(row: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>> {
@@ -163,9 +170,11 @@ impl Store {
             push("purpose =", v.clone());
         }
         if let Some(v) = &q.content_class_prefix {
-            // Prefixes are digits only (checked at the edge); range match uses the index.
-            push("content_class >=", v.clone());
-            push("content_class <", format!("{v}\u{7f}"));
+            // Prefixes are digits only (checked at the edge). Not a range `>= v AND < v||'\x7f'`:
+            // under a language collation (PostgreSQL with en_US or ICU) DEL sorts before digits
+            // and the range matches nothing.
+            let len = v.chars().count();
+            push(&format!("substr(content_class, 1, {len}) ="), v.clone());
         }
         if let Some(v) = &q.from {
             push("occurred_on >=", v.clone());
@@ -276,7 +285,7 @@ impl Store {
                     attempts: r.try_get("attempts")?,
                     failed_at: from_ms(r.try_get("failed_at")?),
                     replayed_at: opt_time(r, "replayed_at")?,
-                    envelope: serde_json::from_str(&r.try_get::<String, _>("envelope")?)?,
+                    envelope: envelope_value(r.try_get("envelope")?),
                 })
             })
             .collect()

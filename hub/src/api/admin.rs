@@ -1,0 +1,154 @@
+//! Admin: message trail, dead letters and their replay, import errors.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use xfhub_store::{DeadLetter, ImportError, TrailHop};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Trail {
+    pub message_id: String,
+    /// Every hop in order: published, delivered, retry_scheduled, acked, dead_lettered, replayed,
+    /// consumed.
+    pub hops: Vec<TrailHop>,
+}
+
+/// Every hop of one message through the bus.
+#[utoipa::path(get, path = "/admin/messages/{id}/trail", tag = "admin",
+    params(("id" = String, Path, description = "message id (UUID)")),
+    responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn trail(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Trail>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "the message id is not a UUID",
+            "消息编号格式错误",
+        )
+    })?;
+    let hops = s
+        .store
+        .trail(&id.to_string())
+        .await
+        .map_err(|e| ApiError::internal("trail", &e))?;
+    if hops.is_empty() {
+        return Err(ApiError::not_found("message"));
+    }
+    Ok(Json(Trail {
+        message_id: id.to_string(),
+        hops,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterFilter {
+    /// Include dead letters already replayed (default false).
+    pub all: Option<bool>,
+    /// At most this many, newest first (1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// Dead letters, newest first, with their reasons.
+#[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", params(DeadLetterFilter),
+    responses((status = 200, body = Vec<DeadLetter>), (status = 400, body = ErrorBody)))]
+pub async fn dead_letters(
+    State(s): State<AppState>,
+    Query(f): Query<DeadLetterFilter>,
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_param(
+            "limit",
+            "must be between 1 and 1000",
+            "必须在 1 到 1000 之间",
+        ));
+    }
+    s.store
+        .dead_letters(!f.all.unwrap_or(false), limit)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal("dead letters", &e))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    pub dead_letter_id: i64,
+    /// The queue the message went back to.
+    pub queue: String,
+}
+
+/// Puts a dead letter back on its queue; its consumer gets it again.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "admin",
+    params(("id" = i64, Path, description = "dead letter id")),
+    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody),
+              (status = 404, description = "no such dead letter, or replayed already", body = ErrorBody)))]
+pub async fn replay(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Replayed>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "the dead letter id is not a number",
+            "死信编号格式错误",
+        )
+    })?;
+    match s
+        .bus
+        .replay(id)
+        .await
+        .map_err(|e| ApiError::internal("replay", &e))?
+    {
+        Some(queue) => {
+            tracing::info!(dead_letter_id = id, queue = %queue, "DeadLetterReplayed");
+            Ok(Json(Replayed {
+                dead_letter_id: id,
+                queue,
+            }))
+        }
+        None => Err(ApiError::not_found("open dead letter")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportErrorFilter {
+    /// At most this many, oldest first (1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// Records that failed mapping or validation on their way in, with every reason.
+#[utoipa::path(get, path = "/admin/import-errors", tag = "admin", params(ImportErrorFilter),
+    responses((status = 200, body = Vec<ImportError>), (status = 400, body = ErrorBody)))]
+pub async fn import_errors(
+    State(s): State<AppState>,
+    Query(f): Query<ImportErrorFilter>,
+) -> Result<Json<Vec<ImportError>>, ApiError> {
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_param(
+            "limit",
+            "must be between 1 and 1000",
+            "必须在 1 到 1000 之间",
+        ));
+    }
+    s.store
+        .import_errors(limit)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal("import errors", &e))
+}

@@ -1,0 +1,495 @@
+//! REST for petitions, 12345 work orders and code tables.
+//!
+//! A submission is normalized and validated (every field error at once), then handed to the
+//! store, which commits the record, its change-log entry and its outbox message together; the
+//! answer is sent only after that commit is on disk.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use xfhub_schemas::{
+    validate_petition, validate_workorder, CodeTable, Petition, PetitionStatus, Record, WorkOrder,
+};
+use xfhub_store::{IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, StoredRecord};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, Query};
+
+/// Submits a petition. Idempotent by source system, source id and version: a repeat returns the
+/// first receipt; other content under the same version is a 409.
+#[utoipa::path(post, path = "/api/v1/petitions", tag = "records",
+    request_body = Petition,
+    params(("x-correlation-id" = Option<String>, Header, description = "UUID carried by every message this request causes")),
+    responses(
+        (status = 201, description = "stored; its message is queued", body = Receipt),
+        (status = 200, description = "a newer version stored, or a repeat: the first receipt", body = Receipt),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 409, description = "same version with other content, or an older version", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "schema or validation errors, every field listed", body = ErrorBody),
+        (status = 503, description = "not stored; retry", body = ErrorBody),
+    ))]
+pub async fn submit_petition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(p): JsonBody<Petition>,
+) -> Result<Response, ApiError> {
+    let p = validate_petition(p, s.tables, Utc::now()).map_err(ApiError::validation)?;
+    let item = IngestItem {
+        kind: RecordKind::Petition,
+        source_system: p.source.system.clone(),
+        source_id: p.source.id.clone(),
+        version: p.source.version,
+        digest: String::new(),
+        division: p.appeal.division.clone(),
+        form: Some(p.appeal.form.clone()),
+        purpose: Some(p.appeal.purpose.clone()),
+        content_class: Some(p.appeal.content_class.clone()),
+        status: p.status().as_str().to_owned(),
+        occurred_on: p.acceptance.complaint_date.to_string(),
+        data: serde_json::to_value(&p).map_err(|e| ApiError::internal("encode petition", &e))?,
+        correlation_id: correlation_id(&headers),
+    };
+    ingest(&s, item, "/api/v1/petitions").await
+}
+
+/// Submits a 12345 work order; same idempotency rules as petitions.
+#[utoipa::path(post, path = "/api/v1/workorders", tag = "records",
+    request_body = WorkOrder,
+    params(("x-correlation-id" = Option<String>, Header, description = "UUID carried by every message this request causes")),
+    responses(
+        (status = 201, description = "stored; its message is queued", body = Receipt),
+        (status = 200, description = "a newer version stored, or a repeat: the first receipt", body = Receipt),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 409, description = "same version with other content, or an older version", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "schema or validation errors, every field listed", body = ErrorBody),
+        (status = 503, description = "not stored; retry", body = ErrorBody),
+    ))]
+pub async fn submit_workorder(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(w): JsonBody<WorkOrder>,
+) -> Result<Response, ApiError> {
+    let w = validate_workorder(w, s.tables, Utc::now()).map_err(ApiError::validation)?;
+    let item = IngestItem {
+        kind: RecordKind::Workorder,
+        source_system: w.source.system.clone(),
+        source_id: w.source.id.clone(),
+        version: w.source.version,
+        digest: String::new(),
+        division: w.division.clone(),
+        form: w.channel.clone(),
+        // Work orders keep their order type in the purpose column (its filter is `order_type`).
+        purpose: Some(w.order_type.clone()),
+        content_class: None,
+        status: w.state.clone(),
+        occurred_on: w.call_time.date_naive().to_string(),
+        data: serde_json::to_value(&w).map_err(|e| ApiError::internal("encode work order", &e))?,
+        correlation_id: correlation_id(&headers),
+    };
+    ingest(&s, item, "/api/v1/workorders").await
+}
+
+fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+}
+
+async fn ingest(s: &AppState, mut item: IngestItem, base: &str) -> Result<Response, ApiError> {
+    // The digest covers the normalized canonical form: the same content always hashes the same.
+    let canonical = serde_json::to_vec(&item.data).map_err(|e| ApiError::internal("encode", &e))?;
+    item.digest = hex(&Sha256::digest(&canonical));
+    let (source_id, version) = (item.source_id.clone(), item.version);
+    let outcome = s
+        .store
+        .ingest(item)
+        .await
+        .map_err(|e| ApiError::internal("ingest", &e))?;
+    let (status, receipt) = match outcome {
+        IngestOutcome::Created(r) => {
+            s.relay.notify();
+            metrics::counter!("xfhub_records_ingested_total", "kind" => r.kind.clone(), "outcome" => "created").increment(1);
+            (StatusCode::CREATED, r)
+        }
+        IngestOutcome::Updated(r) => {
+            s.relay.notify();
+            metrics::counter!("xfhub_records_ingested_total", "kind" => r.kind.clone(), "outcome" => "updated").increment(1);
+            (StatusCode::OK, r)
+        }
+        IngestOutcome::Duplicate(r) => (StatusCode::OK, r),
+        IngestOutcome::Conflict { version } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                format!("source record {source_id} version {version} was already received with different content; send a higher version to update it"),
+                format!("来源记录 {source_id} 的版本 {version} 已以不同内容提交；如需更新请提高版本号"),
+            )
+            .with_field("source.version", "version_conflict", "same version, different content", "同一版本内容不一致"));
+        }
+        IngestOutcome::Stale { current_version } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "version_stale",
+                format!("source record {source_id} is already at version {current_version}; version {version} is older"),
+                format!("来源记录 {source_id} 已是版本 {current_version}，提交的版本 {version} 较旧"),
+            )
+            .with_field("source.version", "version_stale", "older than the stored version", "低于已保存的版本"));
+        }
+    };
+    let location = format!("{base}/{}", receipt.id);
+    Ok((status, [(header::LOCATION, location)], Json(receipt)).into_response())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Filters of `GET /api/v1/petitions`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PetitionFilter {
+    /// Problem location division code (a historical code is mapped to the current one).
+    pub division: Option<String>,
+    /// Petition form code (`forms` table).
+    pub form: Option<String>,
+    /// Purpose code (`purposes` table).
+    pub purpose: Option<String>,
+    /// Content class code prefix: 2, 4 or 6 digits.
+    pub content_class: Option<String>,
+    /// Complaint date from (inclusive), `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// Complaint date to (inclusive), `YYYY-MM-DD`.
+    pub to: Option<String>,
+    /// `registered` | `accepted` | `replied` | `concluded`
+    pub status: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Filters of `GET /api/v1/workorders`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WorkOrderFilter {
+    /// Event location division code.
+    pub division: Option<String>,
+    /// Order type code (`order_types` table).
+    pub order_type: Option<String>,
+    /// Order state code (`order_states` table).
+    pub state: Option<String>,
+    /// Call date from (inclusive), `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// Call date to (inclusive), `YYYY-MM-DD`.
+    pub to: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// A page of records, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordPage<T> {
+    pub items: Vec<Record<T>>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+struct Filters<'a> {
+    s: &'a AppState,
+    q: ListQuery,
+    errors: Vec<ApiError>,
+}
+
+impl<'a> Filters<'a> {
+    fn new(s: &'a AppState, cursor: Option<&str>, limit: Option<u32>) -> Self {
+        let mut f = Filters {
+            s,
+            q: ListQuery::default(),
+            errors: Vec::new(),
+        };
+        f.q.limit = match limit {
+            None => 50,
+            Some(l @ 1..=500) => l,
+            Some(_) => {
+                f.fail("limit", "must be between 1 and 500", "必须在 1 到 500 之间");
+                50
+            }
+        };
+        if let Some(c) = cursor {
+            match Uuid::parse_str(c) {
+                Ok(id) => f.q.before = Some(id),
+                Err(_) => f.fail(
+                    "cursor",
+                    "not a cursor this API issued",
+                    "不是本接口返回的游标",
+                ),
+            }
+        }
+        f
+    }
+
+    fn fail(&mut self, param: &str, reason: &str, reason_zh: &str) {
+        self.errors
+            .push(ApiError::bad_param(param, reason, reason_zh));
+    }
+
+    fn code(&mut self, param: &str, table: &str, value: Option<&String>) -> Option<String> {
+        let v = value?;
+        if self.s.tables.is_known(table, v) {
+            Some(v.clone())
+        } else {
+            self.fail(
+                param,
+                &format!("unknown code in table {table}"),
+                &format!("代码表 {table} 中没有该代码"),
+            );
+            None
+        }
+    }
+
+    fn division(&mut self, value: Option<&String>) -> Option<String> {
+        let v = value?;
+        match self.s.tables.current_division(v) {
+            Some(d) => Some(d),
+            None => {
+                self.fail("division", "unknown division code", "行政区划代码不存在");
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, param: &str, value: Option<&String>) -> Option<String> {
+        let v = value?;
+        match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+            Ok(d) => Some(d.to_string()),
+            Err(_) => {
+                self.fail(
+                    param,
+                    "must be a date YYYY-MM-DD",
+                    "日期格式应为 YYYY-MM-DD",
+                );
+                None
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<ListQuery, ApiError> {
+        if let (Some(from), Some(to)) = (&self.q.from, &self.q.to) {
+            if from > to {
+                self.fail("from", "must not be after `to`", "起始日期不能晚于截止日期");
+            }
+        }
+        let mut errors = self.errors.into_iter();
+        match errors.next() {
+            None => Ok(self.q),
+            Some(mut first) => {
+                // One answer naming every bad parameter.
+                for e in errors {
+                    first.body.fields.extend(e.body.fields);
+                }
+                if first.body.fields.len() > 1 {
+                    first.body.message =
+                        format!("{} query parameters are invalid", first.body.fields.len());
+                    first.body.message_zh = format!("{} 个查询参数无效", first.body.fields.len());
+                }
+                Err(first)
+            }
+        }
+    }
+}
+
+/// Lists petitions, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/api/v1/petitions", tag = "records", params(PetitionFilter),
+    responses((status = 200, body = RecordPage<Petition>), (status = 400, description = "bad filter", body = ErrorBody)))]
+pub async fn list_petitions(
+    State(s): State<AppState>,
+    Query(f): Query<PetitionFilter>,
+) -> Result<Json<RecordPage<Petition>>, ApiError> {
+    let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
+    b.q.division = b.division(f.division.as_ref());
+    b.q.form = b.code("form", "forms", f.form.as_ref());
+    b.q.purpose = b.code("purpose", "purposes", f.purpose.as_ref());
+    if let Some(c) = &f.content_class {
+        if matches!(c.len(), 2 | 4 | 6) && c.bytes().all(|b| b.is_ascii_digit()) {
+            b.q.content_class_prefix = Some(c.clone());
+        } else {
+            b.fail(
+                "content_class",
+                "must be 2, 4 or 6 digits",
+                "应为 2、4 或 6 位数字",
+            );
+        }
+    }
+    b.q.from = b.date("from", f.from.as_ref());
+    b.q.to = b.date("to", f.to.as_ref());
+    if let Some(st) = &f.status {
+        match PetitionStatus::parse(st) {
+            Some(st) => b.q.status = Some(st.as_str().to_owned()),
+            None => b.fail(
+                "status",
+                "must be registered, accepted, replied or concluded",
+                "应为 registered、accepted、replied 或 concluded",
+            ),
+        }
+    }
+    let q = b.finish()?;
+    list(&s, RecordKind::Petition, &q).await
+}
+
+/// Lists 12345 work orders, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/api/v1/workorders", tag = "records", params(WorkOrderFilter),
+    responses((status = 200, body = RecordPage<WorkOrder>), (status = 400, description = "bad filter", body = ErrorBody)))]
+pub async fn list_workorders(
+    State(s): State<AppState>,
+    Query(f): Query<WorkOrderFilter>,
+) -> Result<Json<RecordPage<WorkOrder>>, ApiError> {
+    let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
+    b.q.division = b.division(f.division.as_ref());
+    b.q.purpose = b.code("order_type", "order_types", f.order_type.as_ref());
+    b.q.status = b.code("state", "order_states", f.state.as_ref());
+    b.q.from = b.date("from", f.from.as_ref());
+    b.q.to = b.date("to", f.to.as_ref());
+    let q = b.finish()?;
+    list(&s, RecordKind::Workorder, &q).await
+}
+
+async fn list<T: DeserializeOwned>(
+    s: &AppState,
+    kind: RecordKind,
+    q: &ListQuery,
+) -> Result<Json<RecordPage<T>>, ApiError> {
+    let page = s
+        .store
+        .list_records(kind, q)
+        .await
+        .map_err(|e| ApiError::internal("list records", &e))?;
+    let items = page
+        .items
+        .into_iter()
+        .map(typed)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(RecordPage {
+        items,
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+fn typed<T: DeserializeOwned>(r: StoredRecord) -> Result<Record<T>, ApiError> {
+    let data = serde_json::from_value(r.data)
+        .map_err(|e| ApiError::internal("decode stored record", &e))?;
+    Ok(Record {
+        id: r.id,
+        kind: r.kind,
+        version: r.version,
+        status: r.status,
+        received_at: r.received_at,
+        updated_at: r.updated_at,
+        data,
+    })
+}
+
+async fn get_one<T: DeserializeOwned>(
+    s: &AppState,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Json<Record<T>>, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "the id is not a UUID",
+            "记录编号格式错误",
+        )
+        .with_field("id", "invalid_id", "not a UUID", "不是 UUID")
+    })?;
+    let rec = s
+        .store
+        .get_record(kind, id)
+        .await
+        .map_err(|e| ApiError::internal("get record", &e))?
+        .ok_or_else(|| ApiError::not_found(kind.as_str()))?;
+    Ok(Json(typed(rec)?))
+}
+
+/// One petition by hub id.
+#[utoipa::path(get, path = "/api/v1/petitions/{id}", tag = "records",
+    params(("id" = String, Path, description = "hub id (UUID)")),
+    responses((status = 200, body = Record<Petition>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_petition(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Record<Petition>>, ApiError> {
+    get_one(&s, RecordKind::Petition, &id).await
+}
+
+/// One 12345 work order by hub id.
+#[utoipa::path(get, path = "/api/v1/workorders/{id}", tag = "records",
+    params(("id" = String, Path, description = "hub id (UUID)")),
+    responses((status = 200, body = Record<WorkOrder>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_workorder(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Record<WorkOrder>>, ApiError> {
+    get_one(&s, RecordKind::Workorder, &id).await
+}
+
+/// A code table's name, version and size.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeTableSummary {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub entries: usize,
+}
+
+/// Every code table the hub validates against.
+#[utoipa::path(get, path = "/api/v1/code-tables", tag = "reference",
+    responses((status = 200, body = Vec<CodeTableSummary>)))]
+pub async fn list_code_tables(State(s): State<AppState>) -> Json<Vec<CodeTableSummary>> {
+    Json(
+        s.tables
+            .tables()
+            .map(|t| CodeTableSummary {
+                name: t.name.clone(),
+                version: t.version.clone(),
+                description: t.description.clone(),
+                entries: t.entries.len(),
+            })
+            .collect(),
+    )
+}
+
+/// One code table with every entry (historical entries carry `replaced_by`).
+#[utoipa::path(get, path = "/api/v1/code-tables/{name}", tag = "reference",
+    params(("name" = String, Path, description = "forms, purposes, handling_methods, content_classes, divisions, ...")),
+    responses((status = 200, body = CodeTable), (status = 404, body = ErrorBody)))]
+pub async fn get_code_table(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CodeTable>, ApiError> {
+    s.tables.table(&name).cloned().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_code_table",
+            format!("no code table named {name:?}"),
+            "代码表不存在",
+        )
+    })
+}

@@ -1,0 +1,206 @@
+//! Wiring: opens the store, builds the bus and its consumers, the relay, and the HTTP router;
+//! runs them and shuts them down in order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use xfhub_routes::runtime::run_consumer;
+use xfhub_routes::trail::{TrailConsumer, TRAIL_PATTERNS, TRAIL_QUEUE};
+use xfhub_routes::{Bus, EmbeddedBus, Relay, RetryPolicy, Router as BusRouter};
+use xfhub_schemas::CodeTables;
+use xfhub_store::{Store, StoreOptions};
+
+use crate::api;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::telemetry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub bus: Arc<dyn Bus>,
+    pub relay: Relay,
+    pub tables: &'static CodeTables,
+    pub metrics: PrometheusHandle,
+    /// False once shutdown began: `/readyz` answers 503 so balancers stop sending traffic.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// A started hub: state plus the background tasks (relay, consumers).
+pub struct Hub {
+    pub state: AppState,
+    pub config: Config,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Hub {
+    /// Opens the store and starts the relay and the consumers.
+    pub async fn start(config: Config) -> anyhow::Result<Hub> {
+        let url = config.database_url();
+        if url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir)?;
+        }
+        let store = Store::open(StoreOptions::new(url)).await?;
+        let mut routing = BusRouter::new();
+        routing.subscribe(TRAIL_QUEUE, TRAIL_PATTERNS);
+        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(store.clone(), routing));
+        let relay = Relay::new();
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(relay.clone().run(store.clone(), bus.clone(), stop.clone()));
+        let policy = RetryPolicy {
+            max_attempts: config.bus.max_attempts,
+            base_delay: Duration::from_millis(config.bus.retry_base_ms),
+            max_delay: Duration::from_millis(config.bus.retry_max_ms),
+        };
+        let (b, s, prefetch) = (bus.clone(), stop.clone(), config.bus.prefetch);
+        tasks.spawn(async move {
+            if let Err(e) = run_consumer(b, Arc::new(TrailConsumer), prefetch, policy, s).await {
+                tracing::error!(error = %e, "ConsumerStartError");
+            }
+        });
+        let state = AppState {
+            store,
+            bus,
+            relay,
+            tables: CodeTables::embedded(),
+            metrics: telemetry::metrics_handle(),
+            accepting: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Hub {
+            state,
+            config,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone(), &self.config)
+    }
+
+    /// Stops the relay and consumers (they finish and settle what they hold), then closes the
+    /// store after its writer committed everything queued. Bounded by `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.state.accepting.store(false, Ordering::SeqCst);
+        self.stop.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "ShutdownGraceExceeded");
+            self.tasks.abort_all();
+        }
+        let store = self.state.store.clone();
+        drop(self.state);
+        store.close().await;
+    }
+}
+
+/// The HTTP router with its middleware.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let timeout = Duration::from_secs(config.limits.request_timeout_secs);
+    api::routes()
+        .layer(middleware::from_fn_with_state(timeout, deadline))
+        .layer(middleware::from_fn(telemetry::http_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::internal("handler", &"handler panicked").into_response()
+                }))
+                .layer(DefaultBodyLimit::max(config.limits.body_bytes)),
+        )
+        .with_state(state)
+}
+
+/// Answers 503 `timeout` when a request takes longer than the configured limit. A write that
+/// was already handed to the store still commits; a retry then gets its first receipt.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(route = %path, "RequestTimedOut");
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; if it was a submission, retry it: repeats are safe",
+                "请求处理超时；提交类请求可安全重试",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// `xfhub serve`: runs until SIGTERM or ctrl-c, then stops intake, drains and exits.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let hub = Hub::start(config).await?;
+    let app = hub.router();
+    tracing::info!(listen = %listener.local_addr()?, "HubStarted");
+    let stopping = CancellationToken::new();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("ShutdownRequested");
+            stopping.cancel();
+        }
+    });
+    let accepting = hub.state.accepting.clone();
+    let server = async {
+        let result = server.await;
+        accepting.store(false, Ordering::SeqCst);
+        result
+    };
+    tokio::pin!(server);
+    // Bound the wait for in-flight requests once shutdown started.
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("ShutdownGraceExceeded: in-flight requests abandoned");
+        }
+    }
+    hub.shutdown(grace).await;
+    tracing::info!("HubStopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,11 @@
+//! The xfhub hub: the axum gateway, configuration, telemetry and wiring of store, bus and
+//! consumers. The binary (`main.rs`) is the CLI over this library; tests drive the router
+//! in-process through [`app::Hub`].
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod telemetry;
