@@ -108,8 +108,16 @@ impl Bus for EmbeddedBus {
         tokio::spawn(async move {
             loop {
                 // Backpressure: lease only as many messages as there are free prefetch slots.
-                let Ok(first) = slots.clone().acquire_owned().await else {
-                    return;
+                // Stop as soon as the consumer is gone: a slot freed by its last settlements
+                // must not lease messages nobody will take (they would wait out the lease with
+                // one more delivery counted against them).
+                let first = tokio::select! {
+                    biased;
+                    _ = tx.closed() => return,
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
                 };
                 let free = slots.available_permits() + 1;
                 let leased = match store.lease(&queue, free, LEASE_MS).await {
