@@ -63,7 +63,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses JSON, telling a syntax error (400) from a shape error at a path (422).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -95,7 +95,39 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             )
             .with_field(&path, "schema_mismatch", reason, "字段类型或名称不符合规范")
         }
-    })
+    })?;
+    // Only whitespace may follow the value: `{...} xyz` is not JSON.
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+            "请求体不是合法的 JSON",
+        )
+    })?;
+    Ok(value)
+}
+
+/// A path parameter: one that cannot be decoded (e.g. `%ff`) is a 400 `invalid_path` naming
+/// the parameter, in the error shape of every other answer.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParam(v))
+            .map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    "invalid_path",
+                    e.body_text(),
+                    "请求路径参数无效",
+                )
+            })
+    }
 }
 
 /// Query parameters: unknown or malformed parameters are a 400 naming the parameter.

@@ -1,8 +1,10 @@
 //! The group-commit writer: one task, one connection, one transaction per group of operations.
 //!
-//! Each operation runs inside a savepoint, so an operation that fails is rolled back alone and
-//! the others of its group still commit. Answers are sent only after the group's commit returned,
-//! which with `synchronous=FULL` / `synchronous_commit=on` means after the disk sync.
+//! A group is first applied in batched statements (all its ingests in one statement per table,
+//! all its acks likewise); if a statement fails, the group is rolled back and applied again one
+//! operation per savepoint, so that only the failing operation fails. Answers are sent only
+//! after the group's commit returned, which with `synchronous=FULL` / `synchronous_commit=on`
+//! means after the disk sync.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -170,23 +172,70 @@ pub struct ImportErrorItem {
     pub reasons: Value,
 }
 
-/// Sends the answer of one operation once its group's fate is known.
-type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
+/// The answer of one operation.
+enum Output {
+    Ingest(IngestOutcome),
+    Unit,
+    Leased(Vec<LeasedMessage>),
+    Count(u64),
+    Bool(bool),
+    Queue(Option<String>),
+    Id(i64),
+}
 
-fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Completion {
-    Box::new(move |commit_error| {
-        let answer = match (result, commit_error) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(e)) => Err(e),
-            (Ok(v), None) => Ok(v),
+fn deliver(job: Job, result: Result<Output>) {
+    // A caller that went away (timeout, disconnect) gets no answer; its change stands regardless.
+    macro_rules! send {
+        ($r:expr, $pat:pat => $v:expr) => {{
+            let _ = $r.send(result.and_then(|o| match o {
+                $pat => Ok($v),
+                _ => Err(StoreError::Corrupt(
+                    "writer answered with the wrong kind".into(),
+                )),
+            }));
+        }};
+    }
+    match job {
+        Job::Ingest(_, r) => send!(r, Output::Ingest(v) => v),
+        Job::Enqueue(_, r) | Job::Retry(_, r) | Job::DeadLetter(_, r) => {
+            send!(r, Output::Unit => ())
+        }
+        Job::Lease(_, r) => send!(r, Output::Leased(v) => v),
+        Job::ResetLeases(_, r) => send!(r, Output::Count(v) => v),
+        Job::Ack(_, r) => send!(r, Output::Bool(v) => v),
+        Job::Replay(_, r) => send!(r, Output::Queue(v) => v),
+        Job::ImportError(_, r) => send!(r, Output::Id(v) => v),
+    }
+}
+
+/// What the writer remembers between groups: the next change-log sequence. The writer assigns
+/// sequences itself (one writer), so a whole group's change-log rows go in one statement and
+/// every receipt still knows its sequence.
+#[derive(Debug, Clone, Copy, Default)]
+struct WriterState {
+    next_change_seq: Option<i64>,
+}
+
+impl WriterState {
+    async fn next_seq(&mut self, tx: &mut Tx) -> Result<i64> {
+        let next = match self.next_change_seq {
+            Some(n) => n,
+            None => {
+                sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM change_log")
+                    .fetch_one(&mut **tx)
+                    .await?
+                    .try_get::<i64, _>("m")?
+                    + 1
+            }
         };
-        // The caller may have gone away (timeout, disconnect); its change stands regardless.
-        let _ = reply.send(answer);
-    })
+        self.next_change_seq = Some(next + 1);
+        Ok(next)
+    }
 }
 
 pub(crate) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut state = WriterState::default();
     while let Some(first) = rx.recv().await {
         jobs.push(first);
         while jobs.len() < max_batch {
@@ -196,7 +245,7 @@ pub(crate) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: u
             }
         }
         let size = jobs.len();
-        commit_group(&pool, jobs.drain(..)).await;
+        commit_group(&pool, std::mem::take(&mut jobs), &mut state).await;
         metrics::histogram!("xfhub_store_group_size").record(size as f64);
         metrics::counter!("xfhub_store_commits_total").increment(1);
     }
@@ -204,299 +253,556 @@ pub(crate) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: u
     tracing::info!("StoreWriterStopped");
 }
 
-async fn commit_group(pool: &AnyPool, jobs: impl Iterator<Item = Job>) {
-    let mut completions: Vec<Completion> = Vec::new();
+/// Commits a group. Fast path: the whole group in batched statements (one statement for all
+/// ingests' records, one for their change-log rows, ...). If any statement fails, the group is
+/// rolled back and replayed one operation per savepoint, so that only the failing operation
+/// fails and the others still commit.
+async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
+    let mut fast_state = *state;
+    let fast = async {
+        let mut tx = pool.begin().await?;
+        let ops: Vec<&Job> = jobs.iter().collect();
+        let outputs = apply_batched(&mut tx, &ops, &mut fast_state).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>(outputs)
+    }
+    .await;
+    match fast {
+        Ok(outputs) => {
+            *state = fast_state;
+            for (job, out) in jobs.into_iter().zip(outputs) {
+                deliver(job, Ok(out));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, group = jobs.len(), "StoreGroupFallback");
+            // The sequence counter may be ahead of what committed: read it again.
+            *state = WriterState::default();
+            commit_one_by_one(pool, jobs, state).await;
+        }
+    }
+}
+
+async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "StoreBeginError");
-            for job in jobs {
-                fail(job, err.clone());
-            }
+            jobs.into_iter().for_each(|j| deliver(j, Err(err.clone())));
             return;
         }
     };
-    for job in jobs {
-        completions.push(apply_in_savepoint(&mut tx, job).await);
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut tentative = *state;
+    for job in &jobs {
+        let before = tentative;
+        let r = match sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
+            Err(e) => Err(StoreError::from(e)),
+            Ok(_) => {
+                let r = apply_batched(&mut tx, &[job], &mut tentative)
+                    .await
+                    .map(|mut v| v.pop().expect("one output per operation"));
+                let end = if r.is_ok() {
+                    "RELEASE SAVEPOINT op"
+                } else {
+                    "ROLLBACK TO SAVEPOINT op"
+                };
+                if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+                    // The transaction is in an unknown state: the commit fails and says so.
+                    tracing::error!(error = %e, "StoreSavepointError");
+                }
+                if r.is_err() {
+                    tentative = before;
+                    // Keep savepoint nesting flat on PostgreSQL.
+                    let _ = sqlx::query("RELEASE SAVEPOINT op").execute(&mut *tx).await;
+                }
+                r
+            }
+        };
+        results.push(r);
     }
     match tx.commit().await {
-        Ok(()) => completions.into_iter().for_each(|c| c(None)),
+        Ok(()) => {
+            *state = tentative;
+            for (job, r) in jobs.into_iter().zip(results) {
+                deliver(job, r);
+            }
+        }
         Err(e) => {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "StoreCommitError");
-            completions.into_iter().for_each(|c| c(Some(err.clone())));
+            *state = WriterState::default();
+            jobs.into_iter().for_each(|j| deliver(j, Err(err.clone())));
         }
     }
 }
 
-fn fail(job: Job, err: StoreError) {
-    let c = match job {
-        Job::Ingest(_, r) => complete(r, Err(err)),
-        Job::Enqueue(_, r) => complete(r, Err(err)),
-        Job::Lease(_, r) => complete(r, Err(err)),
-        Job::ResetLeases(_, r) => complete(r, Err(err)),
-        Job::Ack(_, r) => complete(r, Err(err)),
-        Job::Retry(_, r) => complete(r, Err(err)),
-        Job::DeadLetter(_, r) => complete(r, Err(err)),
-        Job::Replay(_, r) => complete(r, Err(err)),
-        Job::ImportError(_, r) => complete(r, Err(err)),
-    };
-    c(None);
-}
-
-async fn apply_in_savepoint(tx: &mut Tx, job: Job) -> Completion {
-    if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut **tx).await {
-        let err = StoreError::from(e);
-        fail(job, err);
-        return Box::new(|_| {});
-    }
-    let (ok, completion) = match job {
-        Job::Ingest(item, r) => finish(ingest(tx, *item).await, r),
-        Job::Enqueue(b, r) => finish(enqueue(tx, b).await, r),
-        Job::Lease(l, r) => finish(lease(tx, l).await, r),
-        Job::ResetLeases(q, r) => finish(reset_leases(tx, &q).await, r),
-        Job::Ack(a, r) => finish(ack(tx, a).await, r),
-        Job::Retry(a, r) => finish(retry(tx, a).await, r),
-        Job::DeadLetter(a, r) => finish(dead_letter(tx, a).await, r),
-        Job::Replay(id, r) => finish(replay(tx, id).await, r),
-        Job::ImportError(i, r) => finish(import_error(tx, i).await, r),
-    };
-    let end = if ok {
-        "RELEASE SAVEPOINT op"
-    } else {
-        "ROLLBACK TO SAVEPOINT op"
-    };
-    if let Err(e) = sqlx::query(end).execute(&mut **tx).await {
-        // The transaction is in an unknown state: the commit will fail and report to everyone.
-        tracing::error!(error = %e, "StoreSavepointError");
-    }
-    if !ok {
-        // A rolled-back savepoint still needs releasing on PostgreSQL to keep nesting flat.
-        let _ = sqlx::query("RELEASE SAVEPOINT op").execute(&mut **tx).await;
-    }
-    completion
-}
-
-fn finish<T: Send + 'static>(result: Result<T>, reply: Reply<T>) -> (bool, Completion) {
-    (result.is_ok(), complete(reply, result))
-}
-
-async fn ingest(tx: &mut Tx, item: IngestItem) -> Result<IngestOutcome> {
-    let kind = item.kind.as_str();
-    let seen = sqlx::query(
-        "SELECT digest, receipt FROM record_versions \
-         WHERE kind = $1 AND source_system = $2 AND source_id = $3 AND version = $4",
-    )
-    .bind(kind)
-    .bind(&item.source_system)
-    .bind(&item.source_id)
-    .bind(item.version)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = seen {
-        let digest: String = row.try_get("digest")?;
-        if digest != item.digest {
-            return Ok(IngestOutcome::Conflict {
-                version: item.version,
-            });
+/// Applies operations inside the current transaction, ingests and acks each as one batch.
+async fn apply_batched(tx: &mut Tx, jobs: &[&Job], state: &mut WriterState) -> Result<Vec<Output>> {
+    let mut outputs: Vec<Option<Output>> = jobs.iter().map(|_| None).collect();
+    let ingests: Vec<(usize, &IngestItem)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| match j {
+            Job::Ingest(item, _) => Some((i, item.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if !ingests.is_empty() {
+        let items: Vec<&IngestItem> = ingests.iter().map(|(_, it)| *it).collect();
+        for ((i, _), out) in ingests.iter().zip(ingest_batch(tx, &items, state).await?) {
+            outputs[*i] = Some(Output::Ingest(out));
         }
-        let receipt: String = row.try_get("receipt")?;
-        return Ok(IngestOutcome::Duplicate(serde_json::from_str(&receipt)?));
     }
-    let current = sqlx::query(
-        "SELECT id, version, received_at FROM records \
-         WHERE kind = $1 AND source_system = $2 AND source_id = $3",
-    )
-    .bind(kind)
-    .bind(&item.source_system)
-    .bind(&item.source_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let acks: Vec<(usize, &AckRequest)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| match j {
+            Job::Ack(a, _) => Some((i, a)),
+            _ => None,
+        })
+        .collect();
+    if !acks.is_empty() {
+        let reqs: Vec<&AckRequest> = acks.iter().map(|(_, a)| *a).collect();
+        for ((i, _), fresh) in acks.iter().zip(ack_batch(tx, &reqs).await?) {
+            outputs[*i] = Some(Output::Bool(fresh));
+        }
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        let out = match job {
+            Job::Ingest(..) | Job::Ack(..) => continue,
+            Job::Enqueue(b, _) => enqueue(tx, b).await.map(|_| Output::Unit)?,
+            Job::Lease(l, _) => Output::Leased(lease(tx, l).await?),
+            Job::ResetLeases(q, _) => Output::Count(reset_leases(tx, q).await?),
+            Job::Retry(r, _) => retry(tx, r).await.map(|_| Output::Unit)?,
+            Job::DeadLetter(d, _) => dead_letter(tx, d).await.map(|_| Output::Unit)?,
+            Job::Replay(id, _) => Output::Queue(replay(tx, *id).await?),
+            Job::ImportError(item, _) => Output::Id(import_error(tx, item).await?),
+        };
+        outputs[i] = Some(out);
+    }
+    Ok(outputs
+        .into_iter()
+        .map(|o| o.expect("every operation produced an output"))
+        .collect())
+}
+
+/// A bind value of a batched statement.
+enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Owned(String),
+}
+
+/// Most bind parameters in one statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_BINDS: usize = 30_000;
+
+/// Runs `head VALUES (...), (...) tail` over `rows` in as few statements as the bind limit
+/// allows, returning every row a `RETURNING` tail produced.
+async fn insert_rows(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    rows: &[Vec<Arg<'_>>],
+) -> Result<Vec<AnyRow>> {
+    let mut out = Vec::new();
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(out);
+    };
+    for chunk in rows.chunks((MAX_BINDS / width).max(1)) {
+        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
+        let mut n = 0;
+        for (r, row) in chunk.iter().enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..row.len() {
+                n += 1;
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+            sql.push(')');
+        }
+        sql.push(' ');
+        sql.push_str(tail);
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            for a in row {
+                q = match a {
+                    Arg::Text(s) => q.bind(*s),
+                    Arg::OptText(s) => q.bind(*s),
+                    Arg::Int(i) => q.bind(*i),
+                    Arg::OptInt(i) => q.bind(*i),
+                    Arg::Owned(s) => q.bind(s.as_str()),
+                };
+            }
+        }
+        if tail.contains("RETURNING") {
+            out.extend(q.fetch_all(&mut **tx).await?);
+        } else {
+            q.execute(&mut **tx).await?;
+        }
+    }
+    Ok(out)
+}
+
+/// A row of the message trail.
+struct Hop<'a> {
+    message_id: &'a str,
+    hop: &'a str,
+    queue: Option<&'a str>,
+    attempt: Option<i64>,
+    detail: Option<&'a str>,
+}
+
+async fn insert_hops(tx: &mut Tx, hops: &[Hop<'_>]) -> Result<()> {
     let now = now_ms();
-    let body = serde_json::to_string(&item.data)?;
-    let (id, received_at, status) = match current {
-        Some(row) => {
-            let version: i64 = row.try_get("version")?;
-            if version > item.version {
-                return Ok(IngestOutcome::Stale {
+    let rows: Vec<Vec<Arg<'_>>> = hops
+        .iter()
+        .map(|h| {
+            vec![
+                Arg::Text(h.message_id),
+                Arg::Text(h.hop),
+                Arg::OptText(h.queue),
+                Arg::OptInt(h.attempt),
+                Arg::OptText(h.detail),
+                Arg::Int(now),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO message_trail (message_id, hop, queue, attempt, detail, at)",
+        "",
+        &rows,
+    )
+    .await?;
+    Ok(())
+}
+
+fn outbox_row(envelope: &Envelope<Value>, now: i64) -> Result<Vec<Arg<'static>>> {
+    Ok(vec![
+        Arg::Owned(envelope.message_id.to_string()),
+        Arg::Owned(envelope.message_type.clone()),
+        Arg::Owned(envelope.routing_key()),
+        Arg::Owned(serde_json::to_string(envelope)?),
+        Arg::Int(now),
+    ])
+}
+
+const OUTBOX_INSERT: &str =
+    "INSERT INTO outbox (message_id, message_type, routing_key, envelope, created_at)";
+
+type SourceKey = (String, String, String);
+
+/// Ingests a group of records: two look-ups for the whole group, then one statement per table.
+/// Items are decided in order, so a repeat or a newer version of a record earlier in the same
+/// group is treated exactly as if it had come in a later group.
+async fn ingest_batch(
+    tx: &mut Tx,
+    items: &[&IngestItem],
+    state: &mut WriterState,
+) -> Result<Vec<IngestOutcome>> {
+    let key = |it: &IngestItem| -> SourceKey {
+        (
+            it.kind.as_str().to_owned(),
+            it.source_system.clone(),
+            it.source_id.clone(),
+        )
+    };
+    let mut keys: Vec<SourceKey> = items.iter().map(|it| key(it)).collect();
+    keys.sort();
+    keys.dedup();
+
+    // Current state of every record the group touches.
+    let mut current: std::collections::HashMap<SourceKey, (Uuid, i64, i64)> = Default::default();
+    for chunk in keys.chunks(MAX_BINDS / 3) {
+        let mut sql = String::from(
+            "SELECT id, kind, source_system, source_id, version, received_at FROM records \
+             WHERE (kind, source_system, source_id) IN (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(&format!(
+                "{}(${}, ${}, ${})",
+                if i == 0 { "" } else { ", " },
+                3 * i + 1,
+                3 * i + 2,
+                3 * i + 3
+            ));
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql);
+        for (k, s, i) in chunk {
+            q = q.bind(k.as_str()).bind(s.as_str()).bind(i.as_str());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            current.insert(
+                (
+                    row.try_get("kind")?,
+                    row.try_get("source_system")?,
+                    row.try_get("source_id")?,
+                ),
+                (
+                    parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    row.try_get("version")?,
+                    row.try_get("received_at")?,
+                ),
+            );
+        }
+    }
+    // Versions already received, with their digest and first receipt.
+    let mut seen: std::collections::HashMap<(SourceKey, i64), (String, String)> =
+        Default::default();
+    for chunk in items.chunks(MAX_BINDS / 4) {
+        let mut sql = String::from(
+            "SELECT kind, source_system, source_id, version, digest, receipt FROM record_versions \
+             WHERE (kind, source_system, source_id, version) IN (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(&format!(
+                "{}(${}, ${}, ${}, ${})",
+                if i == 0 { "" } else { ", " },
+                4 * i + 1,
+                4 * i + 2,
+                4 * i + 3,
+                4 * i + 4
+            ));
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql);
+        for it in chunk {
+            q = q
+                .bind(it.kind.as_str())
+                .bind(it.source_system.as_str())
+                .bind(it.source_id.as_str())
+                .bind(it.version);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            seen.insert(
+                (
+                    (
+                        row.try_get("kind")?,
+                        row.try_get("source_system")?,
+                        row.try_get("source_id")?,
+                    ),
+                    row.try_get("version")?,
+                ),
+                (row.try_get("digest")?, row.try_get("receipt")?),
+            );
+        }
+    }
+
+    let now = now_ms();
+    let mut outcomes = Vec::with_capacity(items.len());
+    // Final state of each record written by this group, and whether it existed before.
+    let mut finals: Vec<(SourceKey, usize, Uuid, i64, bool)> = Vec::new();
+    let mut changes = Vec::new();
+    let mut outbox = Vec::new();
+    let mut versions = Vec::new();
+    for (idx, it) in items.iter().enumerate() {
+        let k = key(it);
+        if let Some((digest, receipt)) = seen.get(&(k.clone(), it.version)) {
+            outcomes.push(if *digest == it.digest {
+                IngestOutcome::Duplicate(serde_json::from_str(receipt)?)
+            } else {
+                IngestOutcome::Conflict {
+                    version: it.version,
+                }
+            });
+            continue;
+        }
+        let (id, received_at, status) = match current.get(&k) {
+            Some(&(_, version, _)) if version > it.version => {
+                outcomes.push(IngestOutcome::Stale {
                     current_version: version,
                 });
+                continue;
             }
-            let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
-            let received_at: i64 = row.try_get("received_at")?;
+            Some(&(id, _, received_at)) => (id, received_at, ReceiptStatus::Updated),
+            None => (Uuid::now_v7(), now, ReceiptStatus::Created),
+        };
+        let existed_before = match finals.iter().position(|f| f.0 == k) {
+            Some(p) => finals.remove(p).4,
+            None => current.contains_key(&k),
+        };
+        finals.push((k.clone(), idx, id, received_at, existed_before));
+        current.insert(k.clone(), (id, it.version, received_at));
+
+        let seq = state.next_seq(tx).await?;
+        let kind = it.kind.as_str();
+        let (op, message_type) = match status {
+            ReceiptStatus::Created => ("I", format!("{kind}.received")),
+            ReceiptStatus::Updated => ("U", format!("{kind}.updated")),
+        };
+        changes.push(vec![
+            Arg::Int(seq),
+            Arg::Owned(id.to_string()),
+            Arg::Text(kind),
+            Arg::Text(op),
+            Arg::Int(it.version),
+            Arg::Int(now),
+        ]);
+        let record = Record {
+            id,
+            kind: kind.to_owned(),
+            version: it.version,
+            status: it.status.clone(),
+            received_at: from_ms(received_at),
+            updated_at: from_ms(now),
+            data: &it.data,
+        };
+        let mut envelope = Envelope::new(
+            &message_type,
+            &it.source_system,
+            &it.division,
+            serde_json::to_value(&record)?,
+        );
+        if let Some(c) = it.correlation_id {
+            envelope.correlation_id = c;
+        }
+        outbox.push(outbox_row(&envelope, now)?);
+        let receipt = Receipt {
+            id,
+            kind: kind.to_owned(),
+            source_system: it.source_system.clone(),
+            source_id: it.source_id.clone(),
+            version: it.version,
+            status,
+            message_id: envelope.message_id,
+            change_seq: seq,
+            received_at: from_ms(now),
+        };
+        let receipt_json = serde_json::to_string(&receipt)?;
+        versions.push(vec![
+            Arg::Text(kind),
+            Arg::Text(&it.source_system),
+            Arg::Text(&it.source_id),
+            Arg::Int(it.version),
+            Arg::Text(&it.digest),
+            Arg::Owned(receipt_json.clone()),
+        ]);
+        seen.insert((k, it.version), (it.digest.clone(), receipt_json));
+        outcomes.push(match status {
+            ReceiptStatus::Created => IngestOutcome::Created(receipt),
+            ReceiptStatus::Updated => IngestOutcome::Updated(receipt),
+        });
+    }
+
+    let mut inserts = Vec::new();
+    for (_, idx, id, received_at, existed) in &finals {
+        let it = items[*idx];
+        let body = serde_json::to_string(&it.data)?;
+        if *existed {
             sqlx::query(
                 "UPDATE records SET version = $1, division = $2, form = $3, purpose = $4, \
                  content_class = $5, status = $6, occurred_on = $7, body = $8, updated_at = $9 \
                  WHERE id = $10",
             )
-            .bind(item.version)
-            .bind(&item.division)
-            .bind(&item.form)
-            .bind(&item.purpose)
-            .bind(&item.content_class)
-            .bind(&item.status)
-            .bind(&item.occurred_on)
+            .bind(it.version)
+            .bind(&it.division)
+            .bind(&it.form)
+            .bind(&it.purpose)
+            .bind(&it.content_class)
+            .bind(&it.status)
+            .bind(&it.occurred_on)
             .bind(&body)
             .bind(now)
             .bind(id.to_string())
             .execute(&mut **tx)
             .await?;
-            (id, received_at, ReceiptStatus::Updated)
+        } else {
+            inserts.push(vec![
+                Arg::Owned(id.to_string()),
+                Arg::Text(it.kind.as_str()),
+                Arg::Text(&it.source_system),
+                Arg::Text(&it.source_id),
+                Arg::Int(it.version),
+                Arg::Text(&it.division),
+                Arg::OptText(it.form.as_deref()),
+                Arg::OptText(it.purpose.as_deref()),
+                Arg::OptText(it.content_class.as_deref()),
+                Arg::Text(&it.status),
+                Arg::Text(&it.occurred_on),
+                Arg::Owned(body),
+                Arg::Int(*received_at),
+                Arg::Int(now),
+            ]);
         }
-        None => {
-            let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO records (id, kind, source_system, source_id, version, division, form, \
-                 purpose, content_class, status, occurred_on, body, received_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(id.to_string())
-            .bind(kind)
-            .bind(&item.source_system)
-            .bind(&item.source_id)
-            .bind(item.version)
-            .bind(&item.division)
-            .bind(&item.form)
-            .bind(&item.purpose)
-            .bind(&item.content_class)
-            .bind(&item.status)
-            .bind(&item.occurred_on)
-            .bind(&body)
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            (id, now, ReceiptStatus::Created)
-        }
-    };
-    let op = match status {
-        ReceiptStatus::Created => "I",
-        ReceiptStatus::Updated => "U",
-    };
-    let seq: i64 = sqlx::query(
-        "INSERT INTO change_log (record_id, kind, op, version, changed_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-    )
-    .bind(id.to_string())
-    .bind(kind)
-    .bind(op)
-    .bind(item.version)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("seq")?;
-
-    let message_type = match status {
-        ReceiptStatus::Created => format!("{kind}.received"),
-        ReceiptStatus::Updated => format!("{kind}.updated"),
-    };
-    let record = Record {
-        id,
-        kind: kind.to_owned(),
-        version: item.version,
-        status: item.status.clone(),
-        received_at: from_ms(received_at),
-        updated_at: from_ms(now),
-        data: item.data,
-    };
-    let mut envelope = Envelope::new(
-        &message_type,
-        &item.source_system,
-        &item.division,
-        serde_json::to_value(&record)?,
-    );
-    if let Some(c) = item.correlation_id {
-        envelope.correlation_id = c;
     }
-    insert_outbox(tx, &envelope).await?;
-
-    let receipt = Receipt {
-        id,
-        kind: kind.to_owned(),
-        source_system: item.source_system.clone(),
-        source_id: item.source_id.clone(),
-        version: item.version,
-        status,
-        message_id: envelope.message_id,
-        change_seq: seq,
-        received_at: from_ms(now),
-    };
-    sqlx::query(
-        "INSERT INTO record_versions (kind, source_system, source_id, version, digest, receipt) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    insert_rows(
+        tx,
+        "INSERT INTO records (id, kind, source_system, source_id, version, division, form, purpose, \
+         content_class, status, occurred_on, body, received_at, updated_at)",
+        "",
+        &inserts,
     )
-    .bind(kind)
-    .bind(&item.source_system)
-    .bind(&item.source_id)
-    .bind(item.version)
-    .bind(&item.digest)
-    .bind(serde_json::to_string(&receipt)?)
-    .execute(&mut **tx)
     .await?;
-    Ok(match status {
-        ReceiptStatus::Created => IngestOutcome::Created(receipt),
-        ReceiptStatus::Updated => IngestOutcome::Updated(receipt),
-    })
+    insert_rows(
+        tx,
+        "INSERT INTO change_log (seq, record_id, kind, op, version, changed_at)",
+        "",
+        &changes,
+    )
+    .await?;
+    insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    insert_rows(
+        tx,
+        "INSERT INTO record_versions (kind, source_system, source_id, version, digest, receipt)",
+        "",
+        &versions,
+    )
+    .await?;
+    Ok(outcomes)
 }
 
-async fn insert_outbox(tx: &mut Tx, envelope: &Envelope<Value>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (message_id, message_type, routing_key, envelope, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(envelope.message_id.to_string())
-    .bind(&envelope.message_type)
-    .bind(envelope.routing_key())
-    .bind(serde_json::to_string(envelope)?)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn trail(
-    tx: &mut Tx,
-    message_id: &str,
-    hop: &str,
-    queue: Option<&str>,
-    attempt: Option<i64>,
-    detail: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO message_trail (message_id, hop, queue, attempt, detail, at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(message_id)
-    .bind(hop)
-    .bind(queue)
-    .bind(attempt)
-    .bind(detail)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn enqueue(tx: &mut Tx, batch: EnqueueBatch) -> Result<()> {
+async fn enqueue(tx: &mut Tx, batch: &EnqueueBatch) -> Result<()> {
     let now = now_ms();
-    for (queue, message_id, envelope) in &batch.deliveries {
-        sqlx::query(
-            "INSERT INTO bus_queue (queue, message_id, envelope, attempts, available_at, enqueued_at) \
-             VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (queue, message_id) DO NOTHING",
-        )
-        .bind(queue)
-        .bind(message_id)
-        .bind(envelope)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        trail(tx, message_id, "published", Some(queue), None, None).await?;
-    }
-    for message_id in &batch.unrouted {
-        trail(tx, message_id, "published", None, None, Some("no route")).await?;
-    }
+    let rows: Vec<Vec<Arg<'_>>> = batch
+        .deliveries
+        .iter()
+        .map(|(queue, message_id, envelope)| {
+            vec![
+                Arg::Text(queue),
+                Arg::Text(message_id),
+                Arg::Text(envelope),
+                Arg::Int(0),
+                Arg::Int(now),
+                Arg::Int(now),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO bus_queue (queue, message_id, envelope, attempts, available_at, enqueued_at)",
+        "ON CONFLICT (queue, message_id) DO NOTHING",
+        &rows,
+    )
+    .await?;
+    let mut hops: Vec<Hop<'_>> = batch
+        .deliveries
+        .iter()
+        .map(|(queue, message_id, _)| Hop {
+            message_id,
+            hop: "published",
+            queue: Some(queue),
+            attempt: None,
+            detail: None,
+        })
+        .collect();
+    hops.extend(batch.unrouted.iter().map(|message_id| Hop {
+        message_id,
+        hop: "published",
+        queue: None,
+        attempt: None,
+        detail: Some("no route"),
+    }));
+    insert_hops(tx, &hops).await?;
     if !batch.outbox_seqs.is_empty() {
         // Integers only: formatting them into the statement cannot inject anything.
         let ids: Vec<String> = batch.outbox_seqs.iter().map(i64::to_string).collect();
@@ -521,7 +827,7 @@ fn leased(row: &AnyRow, queue: &str) -> Result<LeasedMessage> {
     })
 }
 
-async fn lease(tx: &mut Tx, req: LeaseRequest) -> Result<Vec<LeasedMessage>> {
+async fn lease(tx: &mut Tx, req: &LeaseRequest) -> Result<Vec<LeasedMessage>> {
     let now = now_ms();
     let rows = sqlx::query(
         "SELECT id, message_id, envelope, attempts FROM bus_queue \
@@ -548,17 +854,17 @@ async fn lease(tx: &mut Tx, req: LeaseRequest) -> Result<Vec<LeasedMessage>> {
     .bind(now + req.lease_ms)
     .execute(&mut **tx)
     .await?;
-    for m in &out {
-        trail(
-            tx,
-            &m.message_id,
-            "delivered",
-            Some(&m.queue),
-            Some(m.attempt),
-            None,
-        )
-        .await?;
-    }
+    let hops: Vec<Hop<'_>> = out
+        .iter()
+        .map(|m| Hop {
+            message_id: &m.message_id,
+            hop: "delivered",
+            queue: Some(&m.queue),
+            attempt: Some(m.attempt),
+            detail: None,
+        })
+        .collect();
+    insert_hops(tx, &hops).await?;
     Ok(out)
 }
 
@@ -572,65 +878,113 @@ async fn reset_leases(tx: &mut Tx, queue: &str) -> Result<u64> {
     .rows_affected())
 }
 
-async fn ack(tx: &mut Tx, req: AckRequest) -> Result<bool> {
-    let fresh = sqlx::query(
-        "INSERT INTO consumer_dedup (consumer, message_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, message_id) DO NOTHING",
-    )
-    .bind(&req.consumer)
-    .bind(&req.message_id)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if fresh {
-        for effect in &req.effects {
-            match effect {
-                Effect::Trail {
-                    message_id,
-                    hop,
-                    queue,
-                    detail,
-                } => {
-                    trail(
-                        tx,
-                        message_id,
-                        hop,
-                        queue.as_deref(),
-                        Some(req.attempt),
-                        detail.as_deref(),
-                    )
-                    .await?
-                }
-                Effect::Publish(envelope) => insert_outbox(tx, envelope).await?,
-            }
-        }
-    }
-    if let Some(row_id) = req.row_id {
-        sqlx::query("DELETE FROM bus_queue WHERE id = $1")
-            .bind(row_id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let detail = if fresh {
-        None
-    } else {
-        Some("duplicate: no second effect")
-    };
-    trail(
+/// Acks a group: one statement records every (consumer, message) pair and tells which are new;
+/// only those get their effects; then one delete and one trail insert for the whole group.
+async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
+    let now = now_ms();
+    let dedup: Vec<Vec<Arg<'_>>> = reqs
+        .iter()
+        .map(|r| {
+            vec![
+                Arg::Text(&r.consumer),
+                Arg::Text(&r.message_id),
+                Arg::Int(now),
+            ]
+        })
+        .collect();
+    let inserted = insert_rows(
         tx,
-        &req.message_id,
-        "acked",
-        Some(&req.queue),
-        Some(req.attempt),
-        detail,
+        "INSERT INTO consumer_dedup (consumer, message_id, processed_at)",
+        "ON CONFLICT (consumer, message_id) DO NOTHING RETURNING consumer, message_id",
+        &dedup,
     )
     .await?;
+    let mut fresh_keys = std::collections::HashSet::new();
+    for row in &inserted {
+        fresh_keys.insert((
+            row.try_get::<String, _>("consumer")?,
+            row.try_get::<String, _>("message_id")?,
+        ));
+    }
+    let mut fresh = Vec::with_capacity(reqs.len());
+    let mut hops = Vec::new();
+    let mut outbox = Vec::new();
+    for r in reqs {
+        // A pair repeated inside one group is fresh for its first ack only.
+        let is_fresh = fresh_keys.remove(&(r.consumer.clone(), r.message_id.clone()));
+        fresh.push(is_fresh);
+        if is_fresh {
+            for effect in &r.effects {
+                match effect {
+                    Effect::Trail {
+                        message_id,
+                        hop,
+                        queue,
+                        detail,
+                    } => hops.push(Hop {
+                        message_id,
+                        hop,
+                        queue: queue.as_deref(),
+                        attempt: Some(r.attempt),
+                        detail: detail.as_deref(),
+                    }),
+                    Effect::Publish(envelope) => outbox.push(outbox_row(envelope, now)?),
+                }
+            }
+        }
+        hops.push(Hop {
+            message_id: &r.message_id,
+            hop: "acked",
+            queue: Some(&r.queue),
+            attempt: Some(r.attempt),
+            detail: if is_fresh {
+                None
+            } else {
+                Some("duplicate: no second effect")
+            },
+        });
+    }
+    insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    let ids: Vec<String> = reqs
+        .iter()
+        .filter_map(|r| r.row_id)
+        .map(|i| i.to_string())
+        .collect();
+    if !ids.is_empty() {
+        // Integers only: formatting them into the statement cannot inject anything.
+        sqlx::query(&format!(
+            "DELETE FROM bus_queue WHERE id IN ({})",
+            ids.join(",")
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    insert_hops(tx, &hops).await?;
     Ok(fresh)
 }
 
-async fn retry(tx: &mut Tx, req: RetryRequest) -> Result<()> {
+async fn one_hop(
+    tx: &mut Tx,
+    message_id: &str,
+    hop: &str,
+    queue: &str,
+    attempt: Option<i64>,
+    detail: &str,
+) -> Result<()> {
+    insert_hops(
+        tx,
+        &[Hop {
+            message_id,
+            hop,
+            queue: Some(queue),
+            attempt,
+            detail: Some(detail),
+        }],
+    )
+    .await
+}
+
+async fn retry(tx: &mut Tx, req: &RetryRequest) -> Result<()> {
     sqlx::query(
         "UPDATE bus_queue SET available_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3",
     )
@@ -639,18 +993,18 @@ async fn retry(tx: &mut Tx, req: RetryRequest) -> Result<()> {
     .bind(req.row_id)
     .execute(&mut **tx)
     .await?;
-    trail(
+    one_hop(
         tx,
         &req.message_id,
         "retry_scheduled",
-        Some(&req.queue),
+        &req.queue,
         Some(req.attempt),
-        Some(&req.reason),
+        &req.reason,
     )
     .await
 }
 
-async fn dead_letter(tx: &mut Tx, req: DeadLetterRequest) -> Result<()> {
+async fn dead_letter(tx: &mut Tx, req: &DeadLetterRequest) -> Result<()> {
     sqlx::query(
         "INSERT INTO dead_letters (queue, message_id, envelope, reason, attempts, failed_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -669,24 +1023,22 @@ async fn dead_letter(tx: &mut Tx, req: DeadLetterRequest) -> Result<()> {
             .execute(&mut **tx)
             .await?;
     }
-    trail(
+    one_hop(
         tx,
         &req.message_id,
         "dead_lettered",
-        Some(&req.queue),
+        &req.queue,
         Some(req.attempt),
-        Some(&req.reason),
+        &req.reason,
     )
     .await
 }
 
 async fn replay(tx: &mut Tx, id: i64) -> Result<Option<String>> {
-    let row = sqlx::query(
-        "SELECT queue, message_id, envelope FROM dead_letters WHERE id = $1 AND replayed_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = sqlx::query("SELECT queue, message_id, envelope FROM dead_letters WHERE id = $1 AND replayed_at IS NULL")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let queue: String = row.try_get("queue")?;
     let message_id: String = row.try_get("message_id")?;
@@ -708,19 +1060,19 @@ async fn replay(tx: &mut Tx, id: i64) -> Result<Option<String>> {
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    trail(
+    one_hop(
         tx,
         &message_id,
         "replayed",
-        Some(&queue),
+        &queue,
         None,
-        Some(&format!("dead letter {id}")),
+        &format!("dead letter {id}"),
     )
     .await?;
     Ok(Some(queue))
 }
 
-async fn import_error(tx: &mut Tx, item: ImportErrorItem) -> Result<i64> {
+async fn import_error(tx: &mut Tx, item: &ImportErrorItem) -> Result<i64> {
     Ok(sqlx::query(
         "INSERT INTO import_errors (source, kind, source_ref, raw, reasons, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -849,17 +1201,5 @@ impl Store {
     /// Keeps a record that failed mapping or validation, with its raw form and every reason.
     pub async fn record_import_error(&self, item: ImportErrorItem) -> Result<i64> {
         self.submit(|r| Job::ImportError(item, r)).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn completion_reports_commit_error_over_success() {
-        let (tx, rx) = oneshot::channel::<Result<u8>>();
-        complete(tx, Ok(1))(Some(StoreError::Closed));
-        assert!(matches!(rx.await.unwrap(), Err(StoreError::Closed)));
     }
 }

@@ -1,6 +1,6 @@
 //! Admin: message trail, dead letters and their replay, import errors.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use xfhub_store::{DeadLetter, ImportError, TrailHop};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Query;
+use crate::extract::{PathParam, Query};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Trail {
@@ -26,7 +26,7 @@ pub struct Trail {
     responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn trail(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Trail>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| {
         ApiError::new(
@@ -96,7 +96,7 @@ pub struct Replayed {
               (status = 404, description = "no such dead letter, or replayed already", body = ErrorBody)))]
 pub async fn replay(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Replayed>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::new(

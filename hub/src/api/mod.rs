@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
 }
 
 #[derive(OpenApi)]
@@ -59,6 +60,7 @@ pub fn routes() -> Router<AppState> {
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        ops::openapi_json,
         admin::trail,
         admin::dead_letters,
         admin::replay,

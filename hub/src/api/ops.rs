@@ -60,6 +60,8 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// The OpenAPI 3.1 document of this interface.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "this document, as JSON", body = Object)))]
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -72,6 +74,15 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
               (status = 400, description = "malformed JSON", body = crate::error::ErrorBody)))]
 pub async fn echo(JsonBody(v): JsonBody<Value>) -> Json<Value> {
     Json(v)
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept this method; the Allow header lists those it does",
+        "该接口不支持此请求方法",
+    )
 }
 
 pub async fn not_found() -> ApiError {

@@ -4,7 +4,7 @@
 //! store, which commits the record, its change-log entry and its outbox message together; the
 //! answer is sent only after that commit is on disk.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use xfhub_store::{IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, Sto
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, Query};
+use crate::extract::{JsonBody, PathParam, Query};
 
 /// Submits a petition. Idempotent by source system, source id and version: a repeat returns the
 /// first receipt; other content under the same version is a 409.
@@ -434,7 +434,7 @@ async fn get_one<T: DeserializeOwned>(
     responses((status = 200, body = Record<Petition>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_petition(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<Petition>>, ApiError> {
     get_one(&s, RecordKind::Petition, &id).await
 }
@@ -445,7 +445,7 @@ pub async fn get_petition(
     responses((status = 200, body = Record<WorkOrder>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_workorder(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<WorkOrder>>, ApiError> {
     get_one(&s, RecordKind::Workorder, &id).await
 }
@@ -479,10 +479,10 @@ pub async fn list_code_tables(State(s): State<AppState>) -> Json<Vec<CodeTableSu
 /// One code table with every entry (historical entries carry `replaced_by`).
 #[utoipa::path(get, path = "/api/v1/code-tables/{name}", tag = "reference",
     params(("name" = String, Path, description = "forms, purposes, handling_methods, content_classes, divisions, ...")),
-    responses((status = 200, body = CodeTable), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CodeTable), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_code_table(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Json<CodeTable>, ApiError> {
     s.tables.table(&name).cloned().map(Json).ok_or_else(|| {
         ApiError::new(
