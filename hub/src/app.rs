@@ -157,15 +157,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = hub.router();
     tracing::info!(listen = %listener.local_addr()?, "HubStarted");
     let stopping = CancellationToken::new();
+    let accepting = hub.state.accepting.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown({
-        let stopping = stopping.clone();
+        let (stopping, accepting) = (stopping.clone(), accepting.clone());
         async move {
             shutdown_signal().await;
             tracing::info!("ShutdownRequested");
+            // From now on /readyz answers 503 on connections still open.
+            accepting.store(false, Ordering::SeqCst);
             stopping.cancel();
         }
     });
-    let accepting = hub.state.accepting.clone();
     let server = async {
         let result = server.await;
         accepting.store(false, Ordering::SeqCst);

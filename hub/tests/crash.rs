@@ -388,6 +388,29 @@ async fn sigterm_drains_and_exits() {
 
     let hub = HubProcess::start(&data, root.path()).await;
     let stored_before = verify_after_restart(&hub.api(), &outcomes).await;
+    // A graceful stop gives back what the consumer leased but did not handle: no message
+    // acknowledged before SIGTERM was delivered twice or had an attempt used up.
+    for outcome in outcomes.values() {
+        let Outcome::Acked(receipt) = outcome else {
+            continue;
+        };
+        let message_id = str_of(receipt, "message_id");
+        let trail = hub
+            .api()
+            .get_ok(&format!("/admin/messages/{message_id}/trail"))
+            .await;
+        let attempts: Vec<i64> = trail["hops"]
+            .as_array()
+            .expect("hops")
+            .iter()
+            .filter(|h| h["hop"] == "delivered")
+            .map(|h| h["attempt"].as_i64().expect("attempt"))
+            .collect();
+        assert!(
+            attempts.iter().all(|a| *a == 1),
+            "message {message_id} used more than one attempt across a graceful stop: {trail}"
+        );
+    }
     eprintln!(
         "SIGTERM after {acked} of {} acknowledged; exit 0 in {exit_took:.1?}; \
          {stored_before} unacknowledged petitions had been stored; {:.1?} in all; \

@@ -143,7 +143,8 @@ impl Bus for EmbeddedBus {
                     continue;
                 }
                 let mut first = Some(first);
-                for m in leased {
+                let mut leased = leased.into_iter();
+                while let Some(m) = leased.next() {
                     let permit = match first.take() {
                         Some(p) => p,
                         None => match slots.clone().try_acquire_owned() {
@@ -164,8 +165,13 @@ impl Bus for EmbeddedBus {
                         row_id: Some(m.row_id),
                         _permit: Some(permit),
                     };
-                    if tx.send(d).await.is_err() {
-                        // Consumer gone: the leases run out and the messages come back.
+                    if let Err(mpsc::error::SendError(d)) = tx.send(d).await {
+                        // Consumer gone: give this delivery and the rest of the batch back.
+                        let mut rows = vec![(d.row_id.unwrap_or_default(), d.queue, d.message_id)];
+                        rows.extend(leased.map(|m| (m.row_id, m.queue, m.message_id)));
+                        if let Err(e) = store.release(rows).await {
+                            tracing::warn!(queue = %queue, error = %e, "BusReleaseError");
+                        }
                         return;
                     }
                 }
@@ -218,6 +224,19 @@ impl Bus for EmbeddedBus {
                 Ok(true)
             }
         }
+    }
+
+    async fn release(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        let rows: Vec<(i64, String, String)> = deliveries
+            .into_iter()
+            .filter_map(|d| d.row_id.map(|id| (id, d.queue, d.message_id)))
+            .collect();
+        if let Some((_, queue, _)) = rows.first() {
+            let queue = queue.clone();
+            self.store.release(rows).await?;
+            self.wake(&queue);
+        }
+        Ok(())
     }
 
     async fn replay(&self, dead_letter_id: i64) -> Result<Option<String>, BusError> {

@@ -87,6 +87,10 @@ pub trait Bus: Send + Sync + 'static {
         how: Settlement,
     ) -> Result<bool, BusError>;
 
+    /// Gives back deliveries that were never handled (graceful stop): they become ready again
+    /// without counting as an attempt.
+    async fn release(&self, deliveries: Vec<Delivery>) -> Result<(), BusError>;
+
     /// Puts a dead letter back on its queue; returns the queue, or None if there is nothing to
     /// replay under that id.
     async fn replay(&self, dead_letter_id: i64) -> Result<Option<String>, BusError>;

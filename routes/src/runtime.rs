@@ -105,7 +105,17 @@ pub async fn run_consumer(
             }
         }
     }
-    drop(deliveries);
+    // Give back what was leased for us but not started, so it does not count as an attempt.
+    deliveries.close();
+    let mut unstarted = Vec::new();
+    while let Ok(d) = deliveries.try_recv() {
+        unstarted.push(d);
+    }
+    if !unstarted.is_empty() {
+        if let Err(e) = bus.release(unstarted).await {
+            tracing::warn!(consumer = %queue, error = %e, "ConsumerReleaseError");
+        }
+    }
     while let Some(done) = in_flight.join_next().await {
         if let Err(e) = done {
             tracing::error!(consumer = %queue, error = %e, "ConsumerTaskError");

@@ -186,8 +186,9 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
-    /// Stops taking writes once every clone of the store is dropped; waits for the writer to
-    /// commit what it holds.
+    /// Drops this handle's side of the writer channel and closes the read pool. The writer
+    /// commits what it holds and stops once the last clone is gone; callers still waiting for a
+    /// write keep their clone, so nothing queued is dropped.
     pub async fn close(self) {
         let Store { read, writer, .. } = self;
         drop(writer);

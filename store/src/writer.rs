@@ -25,6 +25,7 @@ pub(crate) enum Job {
     Enqueue(EnqueueBatch, Reply<()>),
     Lease(LeaseRequest, Reply<Vec<LeasedMessage>>),
     ResetLeases(String, Reply<u64>),
+    Release(Vec<(i64, String, String)>, Reply<u64>),
     Ack(AckRequest, Reply<bool>),
     Retry(RetryRequest, Reply<()>),
     DeadLetter(DeadLetterRequest, Reply<()>),
@@ -201,7 +202,7 @@ fn deliver(job: Job, result: Result<Output>) {
             send!(r, Output::Unit => ())
         }
         Job::Lease(_, r) => send!(r, Output::Leased(v) => v),
-        Job::ResetLeases(_, r) => send!(r, Output::Count(v) => v),
+        Job::ResetLeases(_, r) | Job::Release(_, r) => send!(r, Output::Count(v) => v),
         Job::Ack(_, r) => send!(r, Output::Bool(v) => v),
         Job::Replay(_, r) => send!(r, Output::Queue(v) => v),
         Job::ImportError(_, r) => send!(r, Output::Id(v) => v),
@@ -375,6 +376,7 @@ async fn apply_batched(tx: &mut Tx, jobs: &[&Job], state: &mut WriterState) -> R
             Job::Enqueue(b, _) => enqueue(tx, b).await.map(|_| Output::Unit)?,
             Job::Lease(l, _) => Output::Leased(lease(tx, l).await?),
             Job::ResetLeases(q, _) => Output::Count(reset_leases(tx, q).await?),
+            Job::Release(rows, _) => Output::Count(release(tx, rows).await?),
             Job::Retry(r, _) => retry(tx, r).await.map(|_| Output::Unit)?,
             Job::DeadLetter(d, _) => dead_letter(tx, d).await.map(|_| Output::Unit)?,
             Job::Replay(id, _) => Output::Queue(replay(tx, *id).await?),
@@ -878,6 +880,36 @@ async fn reset_leases(tx: &mut Tx, queue: &str) -> Result<u64> {
     .rows_affected())
 }
 
+/// Gives leased messages back unhandled (a consumer stopping gracefully): the lease ends and
+/// the delivery does not count as an attempt.
+async fn release(tx: &mut Tx, rows: &[(i64, String, String)]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Integers only: formatting them into the statement cannot inject anything.
+    let ids: Vec<String> = rows.iter().map(|(id, _, _)| id.to_string()).collect();
+    let n = sqlx::query(&format!(
+        "UPDATE bus_queue SET attempts = attempts - 1, lease_until = NULL \
+         WHERE id IN ({}) AND lease_until IS NOT NULL AND attempts > 0",
+        ids.join(",")
+    ))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let hops: Vec<Hop<'_>> = rows
+        .iter()
+        .map(|(_, queue, message_id)| Hop {
+            message_id,
+            hop: "released",
+            queue: Some(queue),
+            attempt: None,
+            detail: Some("consumer stopped before handling it"),
+        })
+        .collect();
+    insert_hops(tx, &hops).await?;
+    Ok(n)
+}
+
 /// Acks a group: one statement records every (consumer, message) pair and tells which are new;
 /// only those get their effects; then one delete and one trail insert for the whole group.
 async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
@@ -1129,6 +1161,12 @@ impl Store {
     pub async fn reset_leases(&self, queue: &str) -> Result<u64> {
         let q = queue.to_owned();
         self.submit(|r| Job::ResetLeases(q, r)).await
+    }
+
+    /// Ends the leases of messages a consumer took but did not handle, without counting the
+    /// delivery as an attempt. `rows` are (queue row id, queue, message id).
+    pub async fn release(&self, rows: Vec<(i64, String, String)>) -> Result<u64> {
+        self.submit(|r| Job::Release(rows, r)).await
     }
 
     /// Records (consumer, message), applies the effects unless that pair was already recorded,
