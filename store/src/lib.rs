@@ -125,6 +125,13 @@ async fn pool(backend: Backend, url: &str, connections: u32) -> Result<AnyPool> 
                         conn.execute("PRAGMA journal_mode=WAL").await?;
                         conn.execute("PRAGMA synchronous=FULL").await?;
                         conn.execute("PRAGMA busy_timeout=10000").await?;
+                        // Checkpoints run beside the writer (`checkpoints`), not in the committing
+                        // connection, where the writer would stall behind them.
+                        // A backstop only: if the background checkpoints fall far behind
+                        // (readers holding old snapshots), the writer checkpoints itself.
+                        conn.execute("PRAGMA wal_autocheckpoint=65536").await?;
+                        // Truncate the log back to 64 MiB after a checkpoint reset it.
+                        conn.execute("PRAGMA journal_size_limit=67108864").await?;
                         conn.execute("PRAGMA foreign_keys=ON").await?;
                     }
                     Backend::Postgres => {
@@ -169,7 +176,15 @@ impl Store {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let read = pool(backend, &url, opts.read_connections.max(1)).await?;
         let (tx, rx) = mpsc::channel(opts.max_batch * 8);
-        tokio::spawn(writer::run(write, rx, opts.max_batch.max(1)));
+        tokio::spawn(writer::run(
+            write,
+            rx,
+            opts.max_batch.max(1),
+            backend == Backend::Sqlite,
+        ));
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoints(read.clone(), tx.downgrade()));
+        }
         Ok(Store {
             backend,
             read,
@@ -205,6 +220,25 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Copies the SQLite write-ahead log into the database file in the background, so that
+/// commits never wait for it; a PASSIVE checkpoint never blocks the writer or the readers.
+/// Stops when the store is gone.
+async fn checkpoints(read: AnyPool, writer: mpsc::WeakSender<writer::Job>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if writer.upgrade().is_none() || read.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&read)
+            .await
+        {
+            tracing::warn!(error = %e, "StoreCheckpointError");
+        }
     }
 }
 

@@ -234,7 +234,29 @@ impl WriterState {
     }
 }
 
-pub(crate) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+tokio::task_local! {
+    /// True when the writer talks to SQLite: batched statements then use anonymous `?`
+    /// placeholders, which sqlx binds by position; `$N` names make SQLite search its parameter
+    /// list for every bind, quadratic in a statement with thousands of them.
+    static ANONYMOUS_PLACEHOLDERS: bool;
+}
+
+fn placeholder(sql: &mut String, n: usize) {
+    if ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false) {
+        sql.push('?');
+    } else {
+        sql.push('$');
+        sql.push_str(&n.to_string());
+    }
+}
+
+pub(crate) async fn run(pool: AnyPool, rx: mpsc::Receiver<Job>, max_batch: usize, sqlite: bool) {
+    ANONYMOUS_PLACEHOLDERS
+        .scope(sqlite, run_loop(pool, rx, max_batch))
+        .await
+}
+
+async fn run_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut state = WriterState::default();
     while let Some(first) = rx.recv().await {
@@ -410,6 +432,18 @@ async fn insert_rows(
     tail: &str,
     rows: &[Vec<Arg<'_>>],
 ) -> Result<Vec<AnyRow>> {
+    insert_rows_with(tx, head, "", tail, rows).await
+}
+
+/// Like [`insert_rows`], with each row written as `row_template` (its `?` marks numbered in
+/// order) instead of a plain list of placeholders.
+async fn insert_rows_with(
+    tx: &mut Tx,
+    head: &str,
+    row_template: &str,
+    tail: &str,
+    rows: &[Vec<Arg<'_>>],
+) -> Result<Vec<AnyRow>> {
     let mut out = Vec::new();
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(out);
@@ -420,16 +454,31 @@ async fn insert_rows(
         sql.push_str(" VALUES ");
         let mut n = 0;
         for (r, row) in chunk.iter().enumerate() {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..row.len() {
-                n += 1;
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&n.to_string());
+            if r > 0 {
+                sql.push_str(", ");
             }
-            sql.push(')');
+            if row_template.is_empty() {
+                sql.push('(');
+                for c in 0..row.len() {
+                    n += 1;
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    placeholder(&mut sql, n);
+                }
+                sql.push(')');
+            } else {
+                for part in row_template.split_inclusive('?') {
+                    match part.strip_suffix('?') {
+                        Some(text) => {
+                            sql.push_str(text);
+                            n += 1;
+                            placeholder(&mut sql, n);
+                        }
+                        None => sql.push_str(part),
+                    }
+                }
+            }
         }
         sql.push(' ');
         sql.push_str(tail);
@@ -530,13 +579,14 @@ async fn ingest_batch(
              WHERE (kind, source_system, source_id) IN (VALUES ",
         );
         for i in 0..chunk.len() {
-            sql.push_str(&format!(
-                "{}(${}, ${}, ${})",
-                if i == 0 { "" } else { ", " },
-                3 * i + 1,
-                3 * i + 2,
-                3 * i + 3
-            ));
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 1..=3 {
+                if c > 1 {
+                    sql.push_str(", ");
+                }
+                placeholder(&mut sql, 3 * i + c);
+            }
+            sql.push(')');
         }
         sql.push(')');
         let mut q = sqlx::query(&sql);
@@ -567,14 +617,14 @@ async fn ingest_batch(
              WHERE (kind, source_system, source_id, version) IN (VALUES ",
         );
         for i in 0..chunk.len() {
-            sql.push_str(&format!(
-                "{}(${}, ${}, ${}, ${})",
-                if i == 0 { "" } else { ", " },
-                4 * i + 1,
-                4 * i + 2,
-                4 * i + 3,
-                4 * i + 4
-            ));
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 1..=4 {
+                if c > 1 {
+                    sql.push_str(", ");
+                }
+                placeholder(&mut sql, 4 * i + c);
+            }
+            sql.push(')');
         }
         sql.push(')');
         let mut q = sqlx::query(&sql);
@@ -765,12 +815,15 @@ async fn ingest_batch(
 
 async fn enqueue(tx: &mut Tx, batch: &EnqueueBatch) -> Result<()> {
     let now = now_ms();
+    // The envelope is stored only when it is not in the outbox already (a message that did not
+    // come through the outbox); otherwise the lease reads it from there.
     let rows: Vec<Vec<Arg<'_>>> = batch
         .deliveries
         .iter()
         .map(|(queue, message_id, envelope)| {
             vec![
                 Arg::Text(queue),
+                Arg::Text(message_id),
                 Arg::Text(message_id),
                 Arg::Text(envelope),
                 Arg::Int(0),
@@ -779,9 +832,10 @@ async fn enqueue(tx: &mut Tx, batch: &EnqueueBatch) -> Result<()> {
             ]
         })
         .collect();
-    insert_rows(
+    insert_rows_with(
         tx,
         "INSERT INTO bus_queue (queue, message_id, envelope, attempts, available_at, enqueued_at)",
+        "(?, ?, CASE WHEN EXISTS (SELECT 1 FROM outbox WHERE message_id = ?) THEN NULL ELSE ? END, ?, ?, ?)",
         "ON CONFLICT (queue, message_id) DO NOTHING",
         &rows,
     )
@@ -832,9 +886,10 @@ fn leased(row: &AnyRow, queue: &str) -> Result<LeasedMessage> {
 async fn lease(tx: &mut Tx, req: &LeaseRequest) -> Result<Vec<LeasedMessage>> {
     let now = now_ms();
     let rows = sqlx::query(
-        "SELECT id, message_id, envelope, attempts FROM bus_queue \
-         WHERE queue = $1 AND available_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
-         ORDER BY available_at, id LIMIT $3",
+        "SELECT q.id, q.message_id, COALESCE(q.envelope, o.envelope) AS envelope, q.attempts \
+         FROM bus_queue q LEFT JOIN outbox o ON o.message_id = q.message_id \
+         WHERE q.queue = $1 AND q.available_at <= $2 AND (q.lease_until IS NULL OR q.lease_until < $2) \
+         ORDER BY q.available_at, q.id LIMIT $3",
     )
     .bind(&req.queue)
     .bind(now)

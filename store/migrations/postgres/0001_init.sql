@@ -52,12 +52,13 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unsent ON outbox (sent_at, seq);
 
--- Embedded bus: one row per (queue, message) until acked or dead-lettered.
+-- Embedded bus: one row per (queue, message) until acked or dead-lettered. `envelope` is NULL
+-- when the message is in the outbox (read from there: no second copy is written).
 CREATE TABLE bus_queue (
     id           BIGSERIAL PRIMARY KEY,
     queue        TEXT NOT NULL,
     message_id   TEXT NOT NULL,
-    envelope     TEXT NOT NULL,
+    envelope     TEXT,
     attempts     BIGINT NOT NULL DEFAULT 0,
     available_at BIGINT NOT NULL,
     lease_until  BIGINT,
