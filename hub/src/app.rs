@@ -35,6 +35,11 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// False once shutdown began: `/readyz` answers 503 so balancers stop sending traffic.
     pub accepting: Arc<AtomicBool>,
+    /// The key ring sealing personal data and client secrets.
+    pub keys: crate::keys::Keys,
+    /// Recently read partner clients.
+    pub clients: crate::auth::ClientCache,
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// A started hub: state plus the background tasks (relay, consumers).
@@ -71,6 +76,8 @@ impl Hub {
                 tracing::error!(error = %e, "ConsumerStartError");
             }
         });
+        let keys = crate::keys::Keys::load(&config)?;
+        tasks.spawn(keys.clone().watch(stop.clone()));
         let state = AppState {
             store,
             bus,
@@ -78,6 +85,12 @@ impl Hub {
             tables: CodeTables::embedded(),
             metrics: telemetry::metrics_handle(),
             accepting: Arc::new(AtomicBool::new(true)),
+            keys,
+            clients: crate::auth::ClientCache::default(),
+            auth: crate::auth::AuthSettings {
+                window_ms: config.security.signature_window_secs as i64 * 1000,
+                body_limit: config.limits.body_bytes,
+            },
         };
         Ok(Hub {
             state,
@@ -114,6 +127,11 @@ impl Hub {
 pub fn router(state: AppState, config: &Config) -> Router {
     let timeout = Duration::from_secs(config.limits.request_timeout_secs);
     api::routes()
+        // Every route but health, readiness and the OpenAPI document needs a signed request.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(middleware::from_fn(telemetry::http_metrics))
         .layer(

@@ -7,7 +7,15 @@
 use serde::{Deserialize, Serialize};
 
 /// Operation scopes a client can hold.
-pub const OPERATION_SCOPES: &[&str] = &["submit", "read", "write_back", "export", "import", "admin", "pii:read"];
+pub const OPERATION_SCOPES: &[&str] = &[
+    "submit",
+    "read",
+    "write_back",
+    "export",
+    "import",
+    "admin",
+    "pii:read",
+];
 
 /// Info sets (kinds of data) a client can be allowed.
 pub const INFO_SETS: &[&str] = &["petition", "workorder", "process_event"];
@@ -83,7 +91,313 @@ pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
         "/healthz" | "/readyz" | "/openapi.json" => RouteGroup::Open,
         "/metrics" => RouteGroup::Admin,
         p if p.starts_with("/admin/") || p == "/admin" => RouteGroup::Admin,
-        "/api/v1/petitions" | "/api/v1/workorders" if method == axum::http::Method::POST => RouteGroup::Submit,
+        "/api/v1/petitions" | "/api/v1/workorders" if method == axum::http::Method::POST => {
+            RouteGroup::Submit
+        }
         _ => RouteGroup::Read,
     }
+}
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use xfhub_security::sign::{
+    self, HEADER_APP_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+};
+use xfhub_store::{AuditDraft, ClientRecord, Store};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// How long a client's record is reused before it is read again: a disabled client or a
+/// rotated secret takes effect within this time on every instance.
+const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Settings of request authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    /// Largest allowed difference between a request's timestamp and the hub's clock.
+    pub window_ms: i64,
+    /// Largest body read to check a signature (the route's own limit still applies).
+    pub body_limit: usize,
+}
+
+/// Recently read client records.
+#[derive(Clone, Default)]
+pub struct ClientCache {
+    inner: Arc<Mutex<HashMap<String, (Arc<ClientRecord>, Instant)>>>,
+}
+
+impl ClientCache {
+    async fn get(
+        &self,
+        store: &Store,
+        app_key: &str,
+    ) -> Result<Option<Arc<ClientRecord>>, ApiError> {
+        if let Some((c, at)) = self.inner.lock().expect("client cache").get(app_key) {
+            if at.elapsed() < CLIENT_CACHE_TTL {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let found = store
+            .get_client(app_key)
+            .await
+            .map_err(|e| ApiError::internal("read client", &e))?
+            .map(Arc::new);
+        let mut map = self.inner.lock().expect("client cache");
+        match &found {
+            Some(c) => {
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(app_key.to_owned(), (c.clone(), Instant::now()));
+            }
+            None => {
+                map.remove(app_key);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets a client (after the CLI or an admin call changed it in this process).
+    pub fn forget(&self, app_key: &str) {
+        self.inner.lock().expect("client cache").remove(app_key);
+    }
+}
+
+/// The peer address, when the server recorded it.
+pub fn remote_of(req_extensions: &axum::http::Extensions) -> String {
+    req_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default()
+}
+
+fn denied(status: StatusCode, code: &str, message: &str, message_zh: &str) -> ApiError {
+    ApiError::new(status, code, message, message_zh)
+}
+
+/// Verifies the signature, timestamp, nonce and scope of every request except the open
+/// routes, and attaches the [`Caller`]. Every refusal is audited.
+pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let group = group_of(req.method(), req.uri().path());
+    let Some(scope) = group.required_scope() else {
+        return next.run(req).await;
+    };
+    let remote = remote_of(req.extensions());
+    let target = format!("{} {}", req.method(), req.uri().path());
+    match verify(&s, req, scope).await {
+        Ok((caller, req)) => {
+            let mut req = req;
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err((err, actor)) => {
+            let draft = AuditDraft {
+                actor: actor.unwrap_or_else(|| "anonymous".to_owned()),
+                action: if err.status == StatusCode::FORBIDDEN {
+                    "auth.scope_denied"
+                } else {
+                    "auth.failed"
+                }
+                .to_owned(),
+                target,
+                outcome: err.body.code.clone(),
+                remote,
+                detail: String::new(),
+            };
+            if let Err(e) = s.store.audit(draft).await {
+                tracing::error!(error = %e, "AuditWriteError");
+            }
+            tracing::info!(code = %err.body.code, "RequestDenied");
+            err.into_response()
+        }
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+type Denial = (ApiError, Option<String>);
+
+async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Request), Denial> {
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    let names = [
+        HEADER_APP_KEY,
+        HEADER_TIMESTAMP,
+        HEADER_NONCE,
+        HEADER_SIGNATURE,
+    ];
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| header(h, n).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let mut e = denied(
+            StatusCode::UNAUTHORIZED,
+            "auth_missing",
+            "the request is not signed: x-app-key, x-timestamp, x-nonce and x-signature are required",
+            "请求未签名：缺少 x-app-key、x-timestamp、x-nonce 或 x-signature 请求头",
+        );
+        for m in missing {
+            e = e.with_field(m, "required", "header missing", "缺少请求头");
+        }
+        return Err((e, None));
+    }
+    let app_key = header(h, HEADER_APP_KEY).unwrap_or_default().to_owned();
+    let actor = Some(app_key.clone());
+    let fail = |e: ApiError| (e, actor.clone());
+    let client = s
+        .clients
+        .get(&s.store, &app_key)
+        .await
+        .map_err(|e| fail(e))?;
+    let Some(client) = client else {
+        return Err(fail(denied(
+            StatusCode::UNAUTHORIZED,
+            "auth_unknown_key",
+            "unknown app key",
+            "应用标识不存在",
+        )));
+    };
+    if client.disabled {
+        return Err(fail(denied(
+            StatusCode::UNAUTHORIZED,
+            "auth_client_disabled",
+            "this client is disabled",
+            "该接入系统已停用",
+        )));
+    }
+    let now = xfhub_store::now_ms();
+    let timestamp = header(h, HEADER_TIMESTAMP).unwrap_or_default().to_owned();
+    if let Err(e) = sign::check_timestamp(&timestamp, now, s.auth.window_ms) {
+        return Err(fail(denied(
+            StatusCode::UNAUTHORIZED,
+            "auth_timestamp",
+            &format!("timestamp rejected: {e}; send the current time in milliseconds"),
+            "时间戳无效或超出允许的时间窗口",
+        )));
+    }
+    let bytes = match axum::body::to_bytes(body, s.auth.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err(fail(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is larger than this route accepts",
+                "请求体超过允许的大小",
+            )))
+        }
+    };
+    let nonce = header(h, HEADER_NONCE).unwrap_or_default().to_owned();
+    let signature = header(h, HEADER_SIGNATURE).unwrap_or_default();
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let method = parts.method.as_str();
+    let ring = s.keys.current();
+    let mut secrets = vec![client.secret_sealed.as_str()];
+    if let (Some(old), Some(until)) = (&client.old_secret_sealed, client.old_valid_until_ms) {
+        if now <= until {
+            secrets.push(old);
+        }
+    }
+    let good = secrets.iter().any(|sealed| match ring.open(sealed) {
+        Ok(secret) => sign::verify(
+            secret.as_bytes(),
+            signature,
+            method,
+            path,
+            query,
+            &timestamp,
+            &nonce,
+            &bytes,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "ClientSecretUnreadable");
+            false
+        }
+    });
+    if !good {
+        return Err(fail(denied(
+            StatusCode::UNAUTHORIZED,
+            "auth_bad_signature",
+            "the signature does not match the request",
+            "签名校验失败",
+        )));
+    }
+    match s
+        .store
+        .use_nonce(&app_key, &nonce, now + 2 * s.auth.window_ms)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(fail(denied(
+                StatusCode::UNAUTHORIZED,
+                "auth_nonce_reused",
+                "this nonce was already used: the request is a replay",
+                "随机数已被使用（疑似重放请求）",
+            )))
+        }
+        Err(e) => return Err(fail(ApiError::internal("nonce", &e))),
+    }
+    let caller = Caller {
+        app_key: client.app_key.clone(),
+        name: client.name.clone(),
+        scopes: client.scopes.clone(),
+        info_sets: client.info_sets.clone(),
+        divisions: client.divisions.clone(),
+    };
+    if !caller.has_scope(scope) {
+        return Err(fail(scope_denied(scope)));
+    }
+    Ok((caller, Request::from_parts(parts, Body::from(bytes))))
+}
+
+/// 403 for a missing operation scope.
+pub fn scope_denied(scope: &str) -> ApiError {
+    denied(
+        StatusCode::FORBIDDEN,
+        "auth_scope_denied",
+        &format!("this client lacks the scope {scope:?}"),
+        &format!("该接入系统没有 {scope} 权限"),
+    )
+}
+
+/// 403 for data of an info set the caller may not use.
+pub fn info_set_denied(set: &str) -> ApiError {
+    denied(
+        StatusCode::FORBIDDEN,
+        "auth_info_set_denied",
+        &format!("this client may not use the info set {set:?}"),
+        &format!("该接入系统无权访问信息集 {set}"),
+    )
+}
+
+/// 403 for data of a division outside the caller's scope.
+pub fn division_denied(division: &str) -> ApiError {
+    denied(
+        StatusCode::FORBIDDEN,
+        "auth_division_denied",
+        &format!("this client may not use data of division {division}"),
+        &format!("该接入系统无权访问区划 {division} 的数据"),
+    )
+    .with_field(
+        "division",
+        "auth_division_denied",
+        "outside the client's divisions",
+        "超出授权区划",
+    )
 }

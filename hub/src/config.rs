@@ -10,8 +10,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the gateway listens on, e.g. `127.0.0.1:8080` or `[::]:8080`.
+    /// Address the gateway listens on, e.g. `127.0.0.1:8080` or `[::]:8080` (on Linux `[::]`
+    /// accepts IPv6 and IPv4 alike).
     pub listen: SocketAddr,
+    /// More addresses served like `listen` (same routes, same TLS), e.g. `["[::1]:8080"]` to add
+    /// IPv6 loopback to an IPv4 `listen`. Empty by default.
+    pub also_listen: Vec<SocketAddr>,
     /// Directory for the embedded SQLite database and other local state.
     pub data_dir: PathBuf,
     /// Database URL: `sqlite://path/to/file.db` or `postgres://user@host/db`. Default: the
@@ -23,6 +27,149 @@ pub struct Config {
     pub bus: BusConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Keys for personal data at rest.
+    pub security: SecurityConfig,
+    /// Request rate limits per route group.
+    pub rate_limits: RateLimitsConfig,
+    /// TLS termination on every listener.
+    pub tls: TlsConfig,
+}
+
+/// Keys for personal data at rest, and request signing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Key ring file (TOML, see `xfhub_security::keys`). Default: `keys.toml` in `data_dir`.
+    /// Created with mode 0600 on first start when missing; a running hub reloads it within 2 s
+    /// of a change (`xfhub keys rotate`). The environment variable `XFHUB_KEYS`, holding the
+    /// same TOML text, overrides the file.
+    pub key_file: Option<PathBuf>,
+    /// Largest difference, in seconds, between a signed request's timestamp and the hub's
+    /// clock; nonces are remembered for twice this long.
+    pub signature_window_secs: u64,
+    /// How long, in seconds, a client's previous secret stays valid after `xfhub clients rotate`.
+    pub secret_grace_secs: u64,
+}
+
+/// Rate limits of the three limited route groups (`/healthz`, `/readyz` and `/openapi.json`
+/// are never limited). A field left out keeps the default of its own group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// `POST /api/v1/petitions` and `POST /api/v1/workorders`.
+    #[serde(deserialize_with = "submit_limits")]
+    pub submit: GroupLimitConfig,
+    /// Reads of records and code tables, and the echo route.
+    #[serde(deserialize_with = "read_limits")]
+    pub read: GroupLimitConfig,
+    /// `/admin/*` and `/metrics`.
+    #[serde(deserialize_with = "admin_limits")]
+    pub admin: GroupLimitConfig,
+}
+
+/// Limits of one route group: a global token bucket shared by every request of the group
+/// (checked before authentication) and one bucket per client app key (checked after it).
+/// Beyond either the answer is `429 rate_limited` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimitConfig {
+    /// Requests per second the whole group sustains, all clients together (at least 1).
+    pub global_per_sec: u32,
+    /// Requests the whole group may take at once above the sustained rate (at least 1).
+    pub global_burst: u32,
+    /// Requests per second one client app key sustains in this group (at least 1).
+    pub client_per_sec: u32,
+    /// Requests one client app key may take at once (at least 1).
+    pub client_burst: u32,
+}
+
+impl GroupLimitConfig {
+    /// Defaults of the submit group.
+    pub const SUBMIT: GroupLimitConfig = GroupLimitConfig {
+        global_per_sec: 20_000,
+        global_burst: 20_000,
+        client_per_sec: 2_000,
+        client_burst: 2_000,
+    };
+    /// Defaults of the read group. The global rate is above the echo baseline that
+    /// `xfhub bench` measures (about 50,000 req/s), so the benchmark is not capped by it.
+    pub const READ: GroupLimitConfig = GroupLimitConfig {
+        global_per_sec: 100_000,
+        global_burst: 100_000,
+        client_per_sec: 5_000,
+        client_burst: 5_000,
+    };
+    /// Defaults of the admin group.
+    pub const ADMIN: GroupLimitConfig = GroupLimitConfig {
+        global_per_sec: 200,
+        global_burst: 200,
+        client_per_sec: 50,
+        client_burst: 50,
+    };
+}
+
+/// The file form of a group's limits: a missing field keeps the group's own default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupLimitFile {
+    global_per_sec: Option<u32>,
+    global_burst: Option<u32>,
+    client_per_sec: Option<u32>,
+    client_burst: Option<u32>,
+}
+
+impl GroupLimitFile {
+    fn over(self, d: GroupLimitConfig) -> GroupLimitConfig {
+        GroupLimitConfig {
+            global_per_sec: self.global_per_sec.unwrap_or(d.global_per_sec),
+            global_burst: self.global_burst.unwrap_or(d.global_burst),
+            client_per_sec: self.client_per_sec.unwrap_or(d.client_per_sec),
+            client_burst: self.client_burst.unwrap_or(d.client_burst),
+        }
+    }
+}
+
+fn submit_limits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupLimitConfig, D::Error> {
+    GroupLimitFile::deserialize(d).map(|f| f.over(GroupLimitConfig::SUBMIT))
+}
+
+fn read_limits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupLimitConfig, D::Error> {
+    GroupLimitFile::deserialize(d).map(|f| f.over(GroupLimitConfig::READ))
+}
+
+fn admin_limits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupLimitConfig, D::Error> {
+    GroupLimitFile::deserialize(d).map(|f| f.over(GroupLimitConfig::ADMIN))
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            submit: GroupLimitConfig::SUBMIT,
+            read: GroupLimitConfig::READ,
+            admin: GroupLimitConfig::ADMIN,
+        }
+    }
+}
+
+/// TLS termination (rustls). Both files or neither: without them every listener speaks plain
+/// HTTP (put a TLS-terminating proxy in front); with them every listener speaks only HTTPS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the server certificate first, then its intermediate certificates.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the private key of the certificate (PKCS#8, PKCS#1 or SEC1); keep it
+    /// mode 0600.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key files when TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        }
+    }
 }
 
 /// Limits applied to every request.
@@ -73,11 +220,25 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            also_listen: Vec::new(),
             data_dir: PathBuf::from("./data"),
             database_url: None,
             limits: LimitsConfig::default(),
             bus: BusConfig::default(),
             log: LogConfig::default(),
+            security: SecurityConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            key_file: None,
+            signature_window_secs: 300,
+            secret_grace_secs: 86_400,
         }
     }
 }
@@ -143,6 +304,9 @@ impl Config {
         if self.limits.request_timeout_secs == 0 {
             errors.push("limits.request_timeout_secs: must be at least 1".to_owned());
         }
+        if !(10..=3600).contains(&self.security.signature_window_secs) {
+            errors.push("security.signature_window_secs: must be between 10 and 3600".to_owned());
+        }
         if self.bus.prefetch == 0 {
             errors.push("bus.prefetch: must be at least 1".to_owned());
         }
@@ -162,11 +326,56 @@ impl Config {
                 errors.push("database_url: must start with sqlite: or postgres:".to_owned());
             }
         }
+        for (i, addr) in self.also_listen.iter().enumerate() {
+            if *addr == self.listen || self.also_listen[..i].contains(addr) {
+                errors.push(format!("also_listen[{i}]: {addr} is already listed"));
+            }
+        }
+        for (name, g) in [
+            ("submit", &self.rate_limits.submit),
+            ("read", &self.rate_limits.read),
+            ("admin", &self.rate_limits.admin),
+        ] {
+            for (field, value) in [
+                ("global_per_sec", g.global_per_sec),
+                ("global_burst", g.global_burst),
+                ("client_per_sec", g.client_per_sec),
+                ("client_burst", g.client_burst),
+            ] {
+                if value == 0 {
+                    errors.push(format!("rate_limits.{name}.{field}: must be at least 1"));
+                }
+            }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                errors.push("tls.key_file: required when tls.cert_file is set".to_owned())
+            }
+            (None, Some(_)) => {
+                errors.push("tls.cert_file: required when tls.key_file is set".to_owned())
+            }
+            _ => {}
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
+    }
+
+    /// The key ring file in force: `security.key_file`, else `keys.toml` in `data_dir`.
+    pub fn key_file(&self) -> PathBuf {
+        self.security
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys.toml"))
+    }
+
+    /// Every address served: `listen` first, then `also_listen`.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.also_listen.iter().copied())
+            .collect()
     }
 
     /// The database URL in force.
@@ -196,6 +405,60 @@ mod tests {
         .unwrap();
         let errors = cfg.validate().unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn a_group_limit_left_out_keeps_its_group_default() {
+        let cfg: Config =
+            toml::from_str("[rate_limits.admin]\nclient_per_sec = 10\n[rate_limits.read]\n")
+                .unwrap();
+        assert_eq!(
+            cfg.rate_limits.admin,
+            GroupLimitConfig {
+                client_per_sec: 10,
+                ..GroupLimitConfig::ADMIN
+            }
+        );
+        assert_eq!(cfg.rate_limits.read, GroupLimitConfig::READ);
+        assert_eq!(cfg.rate_limits.submit, GroupLimitConfig::SUBMIT);
+        let err =
+            toml::from_str::<Config>("[rate_limits.submit]\nclient_per_second = 1\n").unwrap_err();
+        assert!(err.to_string().contains("client_per_second"), "{err}");
+    }
+
+    #[test]
+    fn security_values_are_checked_together() {
+        let cfg: Config = toml::from_str(
+            "listen = \"127.0.0.1:8080\"\nalso_listen = [\"[::1]:8080\", \"127.0.0.1:8080\", \"[::1]:8080\"]\n\
+             [rate_limits.submit]\nglobal_burst = 0\n[rate_limits.admin]\nclient_per_sec = 0\n\
+             [tls]\ncert_file = \"cert.pem\"\n",
+        )
+        .unwrap();
+        let errors = cfg.validate().unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "also_listen[1]: 127.0.0.1:8080 is already listed",
+                "also_listen[2]: [::1]:8080 is already listed",
+                "rate_limits.submit.global_burst: must be at least 1",
+                "rate_limits.admin.client_per_sec: must be at least 1",
+                "tls.key_file: required when tls.cert_file is set",
+            ]
+        );
+        let cfg: Config = toml::from_str("[tls]\nkey_file = \"key.pem\"\n").unwrap();
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            ["tls.cert_file: required when tls.key_file is set"]
+        );
+        assert!(cfg.tls.files().is_none());
+    }
+
+    #[test]
+    fn key_file_defaults_to_the_data_dir() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.key_file(), PathBuf::from("./data/keys.toml"));
+        cfg.security.key_file = Some(PathBuf::from("/etc/xfhub/keys.toml"));
+        assert_eq!(cfg.key_file(), PathBuf::from("/etc/xfhub/keys.toml"));
     }
 
     #[test]

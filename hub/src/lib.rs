@@ -2,6 +2,7 @@
 //! consumers. The binary (`main.rs`) is the CLI over this library; tests drive the router
 //! in-process through [`app::Hub`].
 
+pub mod admin_cli;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -9,4 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keys;
+pub mod ratelimit;
 pub mod telemetry;
+pub mod tls;

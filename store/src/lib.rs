@@ -12,6 +12,7 @@
 //! Reads use a separate pool and never wait for the writer.
 
 mod read;
+mod security;
 mod writer;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use read::{DeadLetter, ImportError, ListQuery, OutboxRow, Page, StoredRecord, TrailHop};
+pub use security::{AuditDraft, AuditRow, ClientRecord, ResealTable};
 pub use writer::{
     Effect, ImportErrorItem, IngestItem, IngestOutcome, LeasedMessage, Receipt, ReceiptStatus,
 };

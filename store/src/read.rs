@@ -37,6 +37,11 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Return records with ids below this one (ids are time-ordered UUIDv7; newest first).
     pub before: Option<Uuid>,
+    /// Only records of these divisions (a caller's division scope); None = no restriction.
+    pub divisions: Option<Vec<String>>,
+    /// Only records whose blind index has this (field, digest): exact look-up of an identity
+    /// or phone number without storing it in clear.
+    pub blind: Option<(String, String)>,
     pub limit: u32,
 }
 
@@ -187,6 +192,27 @@ impl Store {
         }
         if let Some(v) = &q.before {
             push("id <", v.to_string());
+        }
+        if let Some(divisions) = &q.divisions {
+            if divisions.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                let mut marks = Vec::new();
+                for d in divisions {
+                    args.push(d.clone());
+                    marks.push(format!("${}", args.len()));
+                }
+                sql.push_str(&format!(" AND division IN ({})", marks.join(", ")));
+            }
+        }
+        if let Some((field, digest)) = &q.blind {
+            args.push(field.clone());
+            args.push(digest.clone());
+            sql.push_str(&format!(
+                " AND id IN (SELECT record_id FROM pii_index WHERE field = ${} AND digest = ${})",
+                args.len() - 1,
+                args.len()
+            ));
         }
         let limit = q.limit.clamp(1, 500);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit + 1));

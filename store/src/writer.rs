@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use xfhub_schemas::{Envelope, Record};
 
+use crate::security::{AuditDraft, ClientRecord, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
 
 type Tx = Transaction<'static, Any>;
@@ -31,6 +32,11 @@ pub(crate) enum Job {
     DeadLetter(DeadLetterRequest, Reply<()>),
     Replay(i64, Reply<Option<String>>),
     ImportError(ImportErrorItem, Reply<i64>),
+    Audit(AuditDraft, Reply<i64>),
+    UseNonce(String, String, i64, Reply<bool>),
+    PutClient(Box<ClientRecord>, AuditDraft, Reply<()>),
+    Reseal(ResealTable, Vec<(String, String, String)>, Reply<u64>),
+    RotationCursor(ResealTable, String, String, Reply<()>),
 }
 
 /// A validated canonical record to store, with the key columns the hub indexes.
@@ -53,6 +59,10 @@ pub struct IngestItem {
     pub data: Value,
     /// Correlation id of the inbound request, carried by the message.
     pub correlation_id: Option<Uuid>,
+    /// Blind-index entries (field, keyed digest) of the personal data in `data`.
+    pub blind: Vec<(String, String)>,
+    /// Audit entry written with the outcome, in the same transaction.
+    pub audit: Option<AuditDraft>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -198,9 +208,14 @@ fn deliver(job: Job, result: Result<Output>) {
     }
     match job {
         Job::Ingest(_, r) => send!(r, Output::Ingest(v) => v),
-        Job::Enqueue(_, r) | Job::Retry(_, r) | Job::DeadLetter(_, r) => {
-            send!(r, Output::Unit => ())
-        }
+        Job::Enqueue(_, r)
+        | Job::Retry(_, r)
+        | Job::DeadLetter(_, r)
+        | Job::PutClient(_, _, r)
+        | Job::RotationCursor(_, _, _, r) => send!(r, Output::Unit => ()),
+        Job::Audit(_, r) => send!(r, Output::Id(v) => v),
+        Job::UseNonce(_, _, _, r) => send!(r, Output::Bool(v) => v),
+        Job::Reseal(_, _, r) => send!(r, Output::Count(v) => v),
         Job::Lease(_, r) => send!(r, Output::Leased(v) => v),
         Job::ResetLeases(_, r) | Job::Release(_, r) => send!(r, Output::Count(v) => v),
         Job::Ack(_, r) => send!(r, Output::Bool(v) => v),
@@ -212,9 +227,11 @@ fn deliver(job: Job, result: Result<Output>) {
 /// What the writer remembers between groups: the next change-log sequence. The writer assigns
 /// sequences itself (one writer), so a whole group's change-log rows go in one statement and
 /// every receipt still knows its sequence.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct WriterState {
     next_change_seq: Option<i64>,
+    /// (seq, hash) of the last audit entry: the chain continues from it.
+    audit_head: Option<(i64, String)>,
 }
 
 impl WriterState {
@@ -231,6 +248,49 @@ impl WriterState {
         };
         self.next_change_seq = Some(next + 1);
         Ok(next)
+    }
+
+    /// Appends one entry to the audit chain.
+    async fn append_audit(&mut self, tx: &mut Tx, d: &AuditDraft) -> Result<i64> {
+        let (prev_seq, prev_hash) = match &self.audit_head {
+            Some(h) => h.clone(),
+            None => match sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?
+            {
+                Some(row) => (row.try_get("seq")?, row.try_get("hash")?),
+                None => (0, xfhub_security::audit::GENESIS.to_owned()),
+            },
+        };
+        let entry = xfhub_security::audit::AuditEntry {
+            seq: prev_seq + 1,
+            at_ms: now_ms(),
+            actor: d.actor.clone(),
+            action: d.action.clone(),
+            target: d.target.clone(),
+            outcome: d.outcome.clone(),
+            remote: d.remote.clone(),
+            detail: d.detail.clone(),
+        };
+        let hash = xfhub_security::audit::chain_hash(&prev_hash, &entry);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, target, outcome, remote, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(entry.seq)
+        .bind(entry.at_ms)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.outcome)
+        .bind(&entry.remote)
+        .bind(&entry.detail)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        self.audit_head = Some((entry.seq, hash));
+        Ok(entry.seq)
     }
 }
 
@@ -281,7 +341,7 @@ async fn run_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) 
 /// rolled back and replayed one operation per savepoint, so that only the failing operation
 /// fails and the others still commit.
 async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
-    let mut fast_state = *state;
+    let mut fast_state = state.clone();
     let fast = async {
         let mut tx = pool.begin().await?;
         let ops: Vec<&Job> = jobs.iter().collect();
@@ -317,9 +377,9 @@ async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterSta
         }
     };
     let mut results = Vec::with_capacity(jobs.len());
-    let mut tentative = *state;
+    let mut tentative = state.clone();
     for job in &jobs {
-        let before = tentative;
+        let before = tentative.clone();
         let r = match sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
             Err(e) => Err(StoreError::from(e)),
             Ok(_) => {
@@ -403,6 +463,20 @@ async fn apply_batched(tx: &mut Tx, jobs: &[&Job], state: &mut WriterState) -> R
             Job::DeadLetter(d, _) => dead_letter(tx, d).await.map(|_| Output::Unit)?,
             Job::Replay(id, _) => Output::Queue(replay(tx, *id).await?),
             Job::ImportError(item, _) => Output::Id(import_error(tx, item).await?),
+            Job::Audit(d, _) => Output::Id(state.append_audit(tx, d).await?),
+            Job::UseNonce(app_key, nonce, expires_at, _) => {
+                Output::Bool(use_nonce(tx, app_key, nonce, *expires_at).await?)
+            }
+            Job::PutClient(c, d, _) => {
+                put_client(tx, c).await?;
+                state.append_audit(tx, d).await?;
+                Output::Unit
+            }
+            Job::Reseal(table, updates, _) => Output::Count(reseal(tx, *table, updates).await?),
+            Job::RotationCursor(table, key, cursor, _) => {
+                rotation_cursor(tx, *table, key, cursor).await?;
+                Output::Unit
+            }
         };
         outputs[i] = Some(out);
     }
@@ -810,7 +884,154 @@ async fn ingest_batch(
         &versions,
     )
     .await?;
+
+    // Blind index: the personal data of each record as it now stands.
+    let replaced: Vec<String> = finals
+        .iter()
+        .filter(|f| f.4)
+        .map(|f| format!("'{}'", f.2))
+        .collect();
+    if !replaced.is_empty() {
+        // Hub-made UUIDs only: formatting them into the statement cannot inject anything.
+        sqlx::query(&format!(
+            "DELETE FROM pii_index WHERE record_id IN ({})",
+            replaced.join(",")
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    let mut blind = Vec::new();
+    for (_, idx, id, _, _) in &finals {
+        for (field, digest) in &items[*idx].blind {
+            blind.push(vec![
+                Arg::Text(field),
+                Arg::Text(digest),
+                Arg::Owned(id.to_string()),
+            ]);
+        }
+    }
+    insert_rows(
+        tx,
+        "INSERT INTO pii_index (field, digest, record_id)",
+        "ON CONFLICT (field, digest, record_id) DO NOTHING",
+        &blind,
+    )
+    .await?;
+
+    // Audit: one entry per submission, with its outcome, in this transaction.
+    for (it, outcome) in items.iter().zip(&outcomes) {
+        if let Some(draft) = &it.audit {
+            let (label, target) = match outcome {
+                IngestOutcome::Created(r) => ("created", r.id.to_string()),
+                IngestOutcome::Updated(r) => ("updated", r.id.to_string()),
+                IngestOutcome::Duplicate(r) => ("duplicate", r.id.to_string()),
+                IngestOutcome::Conflict { .. } => ("rejected: version conflict", String::new()),
+                IngestOutcome::Stale { .. } => ("rejected: stale version", String::new()),
+            };
+            let mut d = draft.clone();
+            d.outcome = label.to_owned();
+            if d.target.is_empty() {
+                d.target = target;
+            }
+            state.append_audit(tx, &d).await?;
+        }
+    }
     Ok(outcomes)
+}
+
+async fn use_nonce(tx: &mut Tx, app_key: &str, nonce: &str, expires_at: i64) -> Result<bool> {
+    // Forget expired nonces now and then; a replay of one is refused by its timestamp anyway.
+    static USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024 == 0 {
+        sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+    }
+    let fresh = sqlx::query(
+        "INSERT INTO nonces (app_key, nonce, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (app_key, nonce) DO NOTHING",
+    )
+    .bind(app_key)
+    .bind(nonce)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(fresh)
+}
+
+async fn put_client(tx: &mut Tx, c: &ClientRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO clients (app_key, name, secret_sealed, old_secret_sealed, old_valid_until, \
+         scopes, info_sets, divisions, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (app_key) DO UPDATE SET name = excluded.name, \
+         secret_sealed = excluded.secret_sealed, old_secret_sealed = excluded.old_secret_sealed, \
+         old_valid_until = excluded.old_valid_until, scopes = excluded.scopes, \
+         info_sets = excluded.info_sets, divisions = excluded.divisions, \
+         disabled = excluded.disabled, updated_at = excluded.updated_at",
+    )
+    .bind(&c.app_key)
+    .bind(&c.name)
+    .bind(&c.secret_sealed)
+    .bind(&c.old_secret_sealed)
+    .bind(c.old_valid_until_ms)
+    .bind(serde_json::to_string(&c.scopes)?)
+    .bind(serde_json::to_string(&c.info_sets)?)
+    .bind(serde_json::to_string(&c.divisions)?)
+    .bind(i64::from(c.disabled))
+    .bind(c.created_at_ms)
+    .bind(c.updated_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces sealed text only where it is still what was read (compare and set), so a row
+/// changed meanwhile is left for the next pass.
+async fn reseal(
+    tx: &mut Tx,
+    table: ResealTable,
+    updates: &[(String, String, String)],
+) -> Result<u64> {
+    let (tbl, key, col, int_key) = table.columns();
+    let mut n = 0;
+    for (k, old, new) in updates {
+        let sql = format!("UPDATE {tbl} SET {col} = $1 WHERE {key} = $2 AND {col} = $3");
+        let q = sqlx::query(&sql).bind(new);
+        let q = if int_key {
+            q.bind(
+                k.parse::<i64>()
+                    .map_err(|_| StoreError::Corrupt(format!("bad key {k}")))?,
+            )
+        } else {
+            q.bind(k.as_str())
+        };
+        n += q.bind(old).execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(n)
+}
+
+async fn rotation_cursor(
+    tx: &mut Tx,
+    table: ResealTable,
+    target_key: &str,
+    cursor: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO key_rotation (table_name, target_key, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (table_name) DO UPDATE SET target_key = excluded.target_key, \
+         cursor = excluded.cursor, updated_at = excluded.updated_at",
+    )
+    .bind(table.name())
+    .bind(target_key)
+    .bind(cursor)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn enqueue(tx: &mut Tx, batch: &EnqueueBatch) -> Result<()> {
@@ -1222,6 +1443,43 @@ impl Store {
     /// delivery as an attempt. `rows` are (queue row id, queue, message id).
     pub async fn release(&self, rows: Vec<(i64, String, String)>) -> Result<u64> {
         self.submit(|r| Job::Release(rows, r)).await
+    }
+
+    /// Appends an entry to the audit chain; returns its sequence number.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<i64> {
+        self.submit(|r| Job::Audit(draft, r)).await
+    }
+
+    /// Records a nonce until `expires_at` (ms); false when it was already used (a replay).
+    pub async fn use_nonce(&self, app_key: &str, nonce: &str, expires_at: i64) -> Result<bool> {
+        let (k, n) = (app_key.to_owned(), nonce.to_owned());
+        self.submit(|r| Job::UseNonce(k, n, expires_at, r)).await
+    }
+
+    /// Creates or replaces a client, with its audit entry in the same transaction.
+    pub async fn put_client(&self, client: ClientRecord, audit: AuditDraft) -> Result<()> {
+        self.submit(|r| Job::PutClient(Box::new(client), audit, r))
+            .await
+    }
+
+    /// Writes re-sealed values: (row key, text read, new text); returns rows changed.
+    pub async fn reseal(
+        &self,
+        table: ResealTable,
+        updates: Vec<(String, String, String)>,
+    ) -> Result<u64> {
+        self.submit(|r| Job::Reseal(table, updates, r)).await
+    }
+
+    /// Records how far re-encryption of `table` under `target_key` has come.
+    pub async fn set_rotation_cursor(
+        &self,
+        table: ResealTable,
+        target_key: &str,
+        cursor: &str,
+    ) -> Result<()> {
+        let (k, c) = (target_key.to_owned(), cursor.to_owned());
+        self.submit(|r| Job::RotationCursor(table, k, c, r)).await
     }
 
     /// Records (consumer, message), applies the effects unless that pair was already recorded,

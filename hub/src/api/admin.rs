@@ -8,7 +8,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use xfhub_store::{DeadLetter, ImportError, TrailHop};
 
+use axum::extract::Extension;
+use xfhub_store::AuditDraft;
+
+use crate::api::records::ConnectInfoOpt;
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{PathParam, Query};
 
@@ -75,11 +80,28 @@ pub async fn dead_letters(
             "必须在 1 到 1000 之间",
         ));
     }
-    s.store
+    let mut letters = s
+        .store
         .dead_letters(!f.all.unwrap_or(false), limit)
         .await
-        .map(Json)
-        .map_err(|e| ApiError::internal("dead letters", &e))
+        .map_err(|e| ApiError::internal("dead letters", &e))?;
+    // Sealed personal data stays sealed here; show it as masked rather than as ciphertext.
+    for d in &mut letters {
+        redact_sealed(&mut d.envelope);
+    }
+    Ok(Json(letters))
+}
+
+/// Replaces every sealed value (`enc:v1:...`) in a JSON value with `***`.
+pub fn redact_sealed(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if xfhub_security::keys::KeyRing::is_sealed(s) => {
+            *s = "***".to_owned()
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_sealed),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_sealed),
+        _ => {}
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +118,8 @@ pub struct Replayed {
               (status = 404, description = "no such dead letter, or replayed already", body = ErrorBody)))]
 pub async fn replay(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ConnectInfoOpt(remote): ConnectInfoOpt,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Replayed>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
@@ -114,6 +138,18 @@ pub async fn replay(
     {
         Some(queue) => {
             tracing::info!(dead_letter_id = id, queue = %queue, "DeadLetterReplayed");
+            let draft = AuditDraft {
+                actor: caller.app_key.clone(),
+                action: "dead_letter.replay".to_owned(),
+                target: id.to_string(),
+                outcome: "ok".to_owned(),
+                remote,
+                detail: format!("queue={queue}"),
+            };
+            s.store
+                .audit(draft)
+                .await
+                .map_err(|e| ApiError::internal("audit", &e))?;
             Ok(Json(Replayed {
                 dead_letter_id: id,
                 queue,

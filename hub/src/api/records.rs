@@ -4,22 +4,25 @@
 //! store, which commits the record, its change-log entry and its outbox message together; the
 //! answer is sent only after that commit is on disk.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{NaiveDate, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use xfhub_schemas::{
     validate_petition, validate_workorder, CodeTable, Petition, PetitionStatus, Record, WorkOrder,
 };
-use xfhub_store::{IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, StoredRecord};
+use xfhub_security::pii::{self, DocKind};
+use xfhub_store::{
+    AuditDraft, IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, StoredRecord,
+};
 
 use crate::app::AppState;
+use crate::auth::{division_denied, info_set_denied, remote_of, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, PathParam, Query};
 
@@ -40,10 +43,18 @@ use crate::extract::{JsonBody, PathParam, Query};
     ))]
 pub async fn submit_petition(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ConnectInfoOpt(remote): ConnectInfoOpt,
     headers: HeaderMap,
     JsonBody(p): JsonBody<Petition>,
 ) -> Result<Response, ApiError> {
+    if !caller.has_info_set("petition") {
+        return Err(info_set_denied("petition"));
+    }
     let p = validate_petition(p, s.tables, Utc::now()).map_err(ApiError::validation)?;
+    if !caller.may_see_division(&p.appeal.division) {
+        return Err(division_denied(&p.appeal.division));
+    }
     let item = IngestItem {
         kind: RecordKind::Petition,
         source_system: p.source.system.clone(),
@@ -58,8 +69,10 @@ pub async fn submit_petition(
         occurred_on: p.acceptance.complaint_date.to_string(),
         data: serde_json::to_value(&p).map_err(|e| ApiError::internal("encode petition", &e))?,
         correlation_id: correlation_id(&headers),
+        blind: Vec::new(),
+        audit: Some(audit_draft(&caller, "petition.submit", remote)),
     };
-    ingest(&s, item, "/api/v1/petitions").await
+    ingest(&s, item, DocKind::Petition, "/api/v1/petitions").await
 }
 
 /// Submits a 12345 work order; same idempotency rules as petitions.
@@ -78,10 +91,18 @@ pub async fn submit_petition(
     ))]
 pub async fn submit_workorder(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ConnectInfoOpt(remote): ConnectInfoOpt,
     headers: HeaderMap,
     JsonBody(w): JsonBody<WorkOrder>,
 ) -> Result<Response, ApiError> {
+    if !caller.has_info_set("workorder") {
+        return Err(info_set_denied("workorder"));
+    }
     let w = validate_workorder(w, s.tables, Utc::now()).map_err(ApiError::validation)?;
+    if !caller.may_see_division(&w.division) {
+        return Err(division_denied(&w.division));
+    }
     let item = IngestItem {
         kind: RecordKind::Workorder,
         source_system: w.source.system.clone(),
@@ -97,8 +118,10 @@ pub async fn submit_workorder(
         occurred_on: w.call_time.date_naive().to_string(),
         data: serde_json::to_value(&w).map_err(|e| ApiError::internal("encode work order", &e))?,
         correlation_id: correlation_id(&headers),
+        blind: Vec::new(),
+        audit: Some(audit_draft(&caller, "workorder.submit", remote)),
     };
-    ingest(&s, item, "/api/v1/workorders").await
+    ingest(&s, item, DocKind::WorkOrder, "/api/v1/workorders").await
 }
 
 fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
@@ -108,10 +131,47 @@ fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
         .and_then(|v| Uuid::parse_str(v).ok())
 }
 
-async fn ingest(s: &AppState, mut item: IngestItem, base: &str) -> Result<Response, ApiError> {
-    // The digest covers the normalized canonical form: the same content always hashes the same.
+fn audit_draft(caller: &Caller, action: &str, remote: String) -> AuditDraft {
+    AuditDraft {
+        actor: caller.app_key.clone(),
+        action: action.to_owned(),
+        target: String::new(),
+        outcome: String::new(),
+        remote,
+        detail: String::new(),
+    }
+}
+
+/// The peer address if the server recorded it (it does; in-process tests may not).
+pub struct ConnectInfoOpt(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectInfoOpt {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ConnectInfoOpt(remote_of(&parts.extensions)))
+    }
+}
+
+async fn ingest(
+    s: &AppState,
+    mut item: IngestItem,
+    kind: DocKind,
+    base: &str,
+) -> Result<Response, ApiError> {
+    // The digest covers the normalized canonical form, so the same content always hashes the
+    // same; it is keyed, because the document holds personal data.
+    let ring = s.keys.current();
     let canonical = serde_json::to_vec(&item.data).map_err(|e| ApiError::internal("encode", &e))?;
-    item.digest = hex(&Sha256::digest(&canonical));
+    item.digest = ring.keyed_digest(&canonical);
+    // Identity and phone numbers are sealed before anything is stored or published.
+    item.blind = pii::seal_document(&ring, kind, &mut item.data)
+        .into_iter()
+        .map(|b| (b.field.to_owned(), b.digest))
+        .collect();
     let (source_id, version) = (item.source_id.clone(), item.version);
     let outcome = s
         .store
@@ -153,10 +213,6 @@ async fn ingest(s: &AppState, mut item: IngestItem, base: &str) -> Result<Respon
     Ok((status, [(header::LOCATION, location)], Json(receipt)).into_response())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Filters of `GET /api/v1/petitions`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +220,11 @@ fn hex(bytes: &[u8]) -> String {
 pub struct PetitionFilter {
     /// Problem location division code (a historical code is mapped to the current one).
     pub division: Option<String>,
+    /// Exact complainant identity number (looked up through the blind index; the number is
+    /// never stored in clear).
+    pub id_number: Option<String>,
+    /// Exact complainant mobile number (blind index).
+    pub mobile: Option<String>,
     /// Petition form code (`forms` table).
     pub form: Option<String>,
     /// Purpose code (`purposes` table).
@@ -320,10 +381,31 @@ impl<'a> Filters<'a> {
     responses((status = 200, body = RecordPage<Petition>), (status = 400, description = "bad filter", body = ErrorBody)))]
 pub async fn list_petitions(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(f): Query<PetitionFilter>,
 ) -> Result<Json<RecordPage<Petition>>, ApiError> {
+    if !caller.has_info_set("petition") {
+        return Err(info_set_denied("petition"));
+    }
     let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
     b.q.division = b.division(f.division.as_ref());
+    let ring = s.keys.current();
+    match (&f.id_number, &f.mobile) {
+        (Some(_), Some(_)) => b.fail(
+            "mobile",
+            "give id_number or mobile, not both",
+            "证件号码与手机号码只能择一查询",
+        ),
+        (Some(id), None) => match xfhub_schemas::validate::check_id_number(id) {
+            Ok(n) => b.q.blind = Some(("id_number".to_owned(), ring.blind_index("id_number", &n))),
+            Err(_) => b.fail("id_number", "not a valid identity number", "证件号码无效"),
+        },
+        (None, Some(m)) => match xfhub_schemas::validate::normalize_mobile(m) {
+            Some(n) => b.q.blind = Some(("mobile".to_owned(), ring.blind_index("mobile", &n))),
+            None => b.fail("mobile", "not a valid mobile number", "手机号码无效"),
+        },
+        (None, None) => {}
+    }
     b.q.form = b.code("form", "forms", f.form.as_ref());
     b.q.purpose = b.code("purpose", "purposes", f.purpose.as_ref());
     if let Some(c) = &f.content_class {
@@ -350,7 +432,7 @@ pub async fn list_petitions(
         }
     }
     let q = b.finish()?;
-    list(&s, RecordKind::Petition, &q).await
+    list(&s, &caller, RecordKind::Petition, q).await
 }
 
 /// Lists 12345 work orders, newest first, with filters and cursor paging.
@@ -358,8 +440,12 @@ pub async fn list_petitions(
     responses((status = 200, body = RecordPage<WorkOrder>), (status = 400, description = "bad filter", body = ErrorBody)))]
 pub async fn list_workorders(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(f): Query<WorkOrderFilter>,
 ) -> Result<Json<RecordPage<WorkOrder>>, ApiError> {
+    if !caller.has_info_set("workorder") {
+        return Err(info_set_denied("workorder"));
+    }
     let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
     b.q.division = b.division(f.division.as_ref());
     b.q.purpose = b.code("order_type", "order_types", f.order_type.as_ref());
@@ -367,23 +453,33 @@ pub async fn list_workorders(
     b.q.from = b.date("from", f.from.as_ref());
     b.q.to = b.date("to", f.to.as_ref());
     let q = b.finish()?;
-    list(&s, RecordKind::Workorder, &q).await
+    list(&s, &caller, RecordKind::Workorder, q).await
 }
 
 async fn list<T: DeserializeOwned>(
     s: &AppState,
+    caller: &Caller,
     kind: RecordKind,
-    q: &ListQuery,
+    mut q: ListQuery,
 ) -> Result<Json<RecordPage<T>>, ApiError> {
+    // A district's system sees its district only.
+    if !caller.all_divisions() {
+        if let Some(d) = &q.division {
+            if !caller.may_see_division(d) {
+                return Err(division_denied(d));
+            }
+        }
+        q.divisions = Some(caller.divisions.clone());
+    }
     let page = s
         .store
-        .list_records(kind, q)
+        .list_records(kind, &q)
         .await
         .map_err(|e| ApiError::internal("list records", &e))?;
     let items = page
         .items
         .into_iter()
-        .map(typed)
+        .map(|r| typed(s, caller, r))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(RecordPage {
         items,
@@ -391,7 +487,20 @@ async fn list<T: DeserializeOwned>(
     }))
 }
 
-fn typed<T: DeserializeOwned>(r: StoredRecord) -> Result<Record<T>, ApiError> {
+/// The stored record for this caller: personal data opened, then masked unless the caller
+/// holds `pii:read`.
+fn typed<T: DeserializeOwned>(
+    s: &AppState,
+    caller: &Caller,
+    mut r: StoredRecord,
+) -> Result<Record<T>, ApiError> {
+    if let Some(kind) = DocKind::from_record_kind(&r.kind) {
+        pii::open_document(&s.keys.current(), kind, &mut r.data)
+            .map_err(|e| ApiError::internal("open sealed personal data", &e))?;
+        if !caller.has_scope("pii:read") {
+            pii::mask_document(kind, &mut r.data);
+        }
+    }
     let data = serde_json::from_value(r.data)
         .map_err(|e| ApiError::internal("decode stored record", &e))?;
     Ok(Record {
@@ -407,9 +516,14 @@ fn typed<T: DeserializeOwned>(r: StoredRecord) -> Result<Record<T>, ApiError> {
 
 async fn get_one<T: DeserializeOwned>(
     s: &AppState,
+    caller: &Caller,
     kind: RecordKind,
     id: &str,
 ) -> Result<Json<Record<T>>, ApiError> {
+    let set = kind.as_str();
+    if !caller.has_info_set(set) {
+        return Err(info_set_denied(set));
+    }
     let id = Uuid::parse_str(id).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -425,7 +539,18 @@ async fn get_one<T: DeserializeOwned>(
         .await
         .map_err(|e| ApiError::internal("get record", &e))?
         .ok_or_else(|| ApiError::not_found(kind.as_str()))?;
-    Ok(Json(typed(rec)?))
+    // Outside the caller's divisions a record does not exist for it.
+    let division = rec
+        .data
+        .get("appeal")
+        .and_then(|a| a.get("division"))
+        .or_else(|| rec.data.get("division"));
+    if let Some(d) = division.and_then(|d| d.as_str()) {
+        if !caller.may_see_division(d) {
+            return Err(ApiError::not_found(kind.as_str()));
+        }
+    }
+    Ok(Json(typed(s, caller, rec)?))
 }
 
 /// One petition by hub id.
@@ -434,9 +559,10 @@ async fn get_one<T: DeserializeOwned>(
     responses((status = 200, body = Record<Petition>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_petition(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<Petition>>, ApiError> {
-    get_one(&s, RecordKind::Petition, &id).await
+    get_one(&s, &caller, RecordKind::Petition, &id).await
 }
 
 /// One 12345 work order by hub id.
@@ -445,9 +571,10 @@ pub async fn get_petition(
     responses((status = 200, body = Record<WorkOrder>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_workorder(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<WorkOrder>>, ApiError> {
-    get_one(&s, RecordKind::Workorder, &id).await
+    get_one(&s, &caller, RecordKind::Workorder, &id).await
 }
 
 /// A code table's name, version and size.

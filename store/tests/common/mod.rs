@@ -197,6 +197,8 @@ pub fn petition_item(p: &Petition) -> IngestItem {
         occurred_on: p.acceptance.complaint_date.format("%Y-%m-%d").to_string(),
         data: serde_json::from_str(&json).expect("petition JSON parses"),
         correlation_id: None,
+        blind: Vec::new(),
+        audit: None,
     }
 }
 
@@ -217,6 +219,8 @@ pub fn workorder_item(w: &WorkOrder) -> IngestItem {
         occurred_on: w.call_time.date_naive().format("%Y-%m-%d").to_string(),
         data: serde_json::from_str(&json).expect("work order JSON parses"),
         correlation_id: None,
+        blind: Vec::new(),
+        audit: None,
     }
 }
 
