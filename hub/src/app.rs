@@ -126,13 +126,24 @@ impl Hub {
 /// The HTTP router with its middleware.
 pub fn router(state: AppState, config: &Config) -> Router {
     let timeout = Duration::from_secs(config.limits.request_timeout_secs);
+    let limits = crate::ratelimit::RateLimits::new(&config.rate_limits);
     api::routes()
+        // Per (route group, app key): needs the Caller that authentication attaches.
+        .layer(middleware::from_fn_with_state(
+            limits.clone(),
+            crate::ratelimit::client_limit,
+        ))
         // Every route but health, readiness and the OpenAPI document needs a signed request.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(timeout, deadline))
+        // Per route group, before any signature is checked; 429s still show in the metrics.
+        .layer(middleware::from_fn_with_state(
+            limits,
+            crate::ratelimit::global_limit,
+        ))
         .layer(middleware::from_fn(telemetry::http_metrics))
         .layer(
             ServiceBuilder::new()
@@ -170,13 +181,20 @@ async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Re
 /// `xfhub serve`: runs until SIGTERM or ctrl-c, then stops intake, drains and exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    // `listen` and every `also_listen` address, TLS-terminated when [tls] is set.
+    let listeners = crate::tls::Listeners::bind(&config).await?;
     let hub = Hub::start(config).await?;
     let app = hub.router();
-    tracing::info!(listen = %listener.local_addr()?, "HubStarted");
+    let addrs = listeners.local_addrs();
+    tracing::info!(
+        listen = %addrs[0],
+        also_listen = ?&addrs[1..],
+        tls = listeners.is_tls(),
+        "HubStarted"
+    );
     let stopping = CancellationToken::new();
     let accepting = hub.state.accepting.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown({
+    let signal = tokio::spawn({
         let (stopping, accepting) = (stopping.clone(), accepting.clone());
         async move {
             shutdown_signal().await;
@@ -186,6 +204,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopping.cancel();
         }
     });
+    // One graceful shutdown for every listener.
+    let server = listeners.serve(app, stopping.clone());
     let server = async {
         let result = server.await;
         accepting.store(false, Ordering::SeqCst);
@@ -199,6 +219,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("ShutdownGraceExceeded: in-flight requests abandoned");
         }
     }
+    signal.abort();
     hub.shutdown(grace).await;
     tracing::info!("HubStopped");
     Ok(())

@@ -114,7 +114,7 @@ use xfhub_security::sign::{
 use xfhub_store::{AuditDraft, ClientRecord, Store};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// How long a client's record is reused before it is read again: a disabled client or a
 /// rotated secret takes effect within this time on every instance.
@@ -196,8 +196,31 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
     match verify(&s, req, scope).await {
         Ok((caller, req)) => {
             let mut req = req;
+            let app_key = caller.app_key.clone();
             req.extensions_mut().insert(caller);
-            next.run(req).await
+            let resp = next.run(req).await;
+            // Denials a handler makes (info set, division) and every admin action are audited
+            // here, in one place.
+            let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone());
+            let denial = code.as_deref().filter(|c| c.starts_with("auth_"));
+            if denial.is_some() || group == RouteGroup::Admin {
+                let draft = AuditDraft {
+                    actor: app_key,
+                    action: if denial.is_some() {
+                        "auth.scope_denied".to_owned()
+                    } else {
+                        "admin.request".to_owned()
+                    },
+                    target,
+                    outcome: code.unwrap_or_else(|| resp.status().as_u16().to_string()),
+                    remote,
+                    detail: String::new(),
+                };
+                if let Err(e) = s.store.audit(draft).await {
+                    tracing::error!(error = %e, "AuditWriteError");
+                }
+            }
+            resp
         }
         Err((err, actor)) => {
             let draft = AuditDraft {

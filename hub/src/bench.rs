@@ -16,6 +16,12 @@
 //! A phase stops early once its transport errors (refused or reset connections, timeouts) pass
 //! 0.5% of its requests: the run has failed by then, and a dead hub should not cost minutes of
 //! timeouts. The report is printed either way, then the command fails.
+//!
+//! Every request but `GET /healthz` is signed as a client of the hub (`--app-key`, `--secret`,
+//! or `XFHUB_APP_KEY`, `XFHUB_SECRET`; create one with `xfhub clients add`): HMAC-SM3 over the
+//! request with the current time and a fresh nonce, computed when the request is sent, inside
+//! the measured latency, in both phases alike. The client needs the `read` scope (echo),
+//! `submit` (petitions) and `admin` (`/metrics`, for the memory figures).
 
 use std::error::Error as StdError;
 use std::ops::Range;
@@ -28,6 +34,8 @@ use hdrhistogram::Histogram;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde::Serialize;
+use xfhub_security::sign;
+use zeroize::Zeroizing;
 
 /// The gauge with the server's current resident set size, in bytes.
 const RESIDENT_GAUGE: &str = "process_resident_memory_bytes";
@@ -67,6 +75,95 @@ pub struct BenchArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// App key of the client the requests are signed as (needs scopes submit, read, admin)
+    #[arg(long, env = "XFHUB_APP_KEY")]
+    pub app_key: Option<String>,
+    /// Secret of that client, as `xfhub clients add` printed it
+    #[arg(long, env = "XFHUB_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+}
+
+/// A client secret: kept out of `Debug` output and wiped from memory when dropped.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Signs requests as one client: the four signing headers, made when a request is sent.
+#[derive(Debug, Clone)]
+struct Signer {
+    app_key: Arc<str>,
+    secret: Arc<Secret>,
+}
+
+impl Signer {
+    /// The signer of `--app-key` and `--secret`; an error naming what is missing and how to get
+    /// it when either is absent or blank.
+    fn from_args(app_key: Option<&str>, secret: Option<&Secret>) -> anyhow::Result<Signer> {
+        let app_key = app_key.map(str::trim).filter(|k| !k.is_empty());
+        let secret = secret.filter(|s| !s.0.trim().is_empty());
+        match (app_key, secret) {
+            (Some(app_key), Some(secret)) => Ok(Signer {
+                app_key: Arc::from(app_key),
+                secret: Arc::new(Secret(Zeroizing::new(secret.0.trim().to_owned()))),
+            }),
+            (app_key, secret) => {
+                let missing: Vec<&str> = [
+                    app_key.is_none().then_some("--app-key (or XFHUB_APP_KEY)"),
+                    secret.is_none().then_some("--secret (or XFHUB_SECRET)"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                bail!(
+                    "missing {}: the hub accepts only signed requests. Create a client with \
+                     `xfhub clients add --name bench --scopes submit,read,admin --info-sets '*' \
+                     --divisions '*' --data-dir <the hub's data dir>` and pass the app_key and \
+                     secret it prints",
+                    missing.join(" and ")
+                )
+            }
+        }
+    }
+
+    /// The headers that sign `method path_and_query` with `body`, now, with a fresh nonce.
+    fn headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        sign::sign_headers(
+            &self.app_key,
+            self.secret.0.as_bytes(),
+            method,
+            path_and_query,
+            body,
+            xfhub_store::now_ms(),
+            &sign::new_nonce(),
+        )
+    }
+}
+
+/// The request target of `url` as the hub sees it (path and query): what is signed.
+fn request_target(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid URL {url}"))?;
+    Ok(match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    })
 }
 
 /// Runs the benchmark against the hub at `args.url` and prints the report (progress and error
@@ -79,6 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    let signer = Signer::from_args(args.app_key.as_deref(), args.secret.as_ref())?;
     let base = args.url.trim_end_matches('/').to_owned();
     let client = reqwest::Client::builder()
         .http1_only()
@@ -91,6 +189,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
 
     check_health(&client, &base).await?;
+    check_credentials(&client, &signer, &base).await?;
 
     let start = match args.start {
         Some(start) => start,
@@ -116,7 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             total: args.echo_requests,
             expect: Expect::Success,
         };
-        let echo = run_phase(&client, &phase, &bodies, args.concurrency).await?;
+        let echo = run_phase(&client, &signer, &phase, &bodies, args.concurrency).await?;
         if transport_errors_exceed(echo.transport_errors, echo.planned) {
             // The hub cannot carry the bare round trip: measuring ingest would tell nothing.
             print_samples(&echo);
@@ -127,15 +226,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None
     };
 
-    let before = fetch_memory(&client, &base).await;
+    let before = fetch_memory(&client, &signer, &base).await;
     let phase = Phase {
         name: "ingest",
         url: format!("{base}/api/v1/petitions"),
         total: args.requests,
         expect: Expect::CreatedOrRepeat,
     };
-    let ingest = run_phase(&client, &phase, &bodies, args.concurrency).await?;
-    let after = fetch_memory(&client, &base).await;
+    let ingest = run_phase(&client, &signer, &phase, &bodies, args.concurrency).await?;
+    let after = fetch_memory(&client, &signer, &base).await;
 
     let ingest_vs_echo_percent = echo
         .as_ref()
@@ -230,6 +329,40 @@ async fn check_health(client: &reqwest::Client, base: &str) -> anyhow::Result<()
         bail!(
             "the hub at {base} is not healthy: GET {url} answered {status}: {}",
             truncate(body.trim(), KEPT_BODY_CHARS)
+        );
+    }
+    Ok(())
+}
+
+/// Sends one signed echo request, so that credentials the hub refuses fail the run at once
+/// with the hub's reason instead of thousands of 401s.
+async fn check_credentials(
+    client: &reqwest::Client,
+    signer: &Signer,
+    base: &str,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/api/v1/echo");
+    let body: &[u8] = b"{}";
+    let mut request = client
+        .post(&url)
+        .timeout(PROBE_TIMEOUT)
+        .header(CONTENT_TYPE, "application/json");
+    for (name, value) in signer.headers("POST", &request_target(&url)?, body) {
+        request = request.header(name, value);
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("POST {url}: {}", error_chain(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!(
+            "the hub refused a signed request as client {}: POST {url} answered {status}: {} \
+             (check --app-key and --secret; the client needs the scopes submit, read and admin)",
+            signer.app_key,
+            truncate(text.trim(), KEPT_BODY_CHARS)
         );
     }
     Ok(())
@@ -366,6 +499,7 @@ fn new_histogram() -> Histogram<u64> {
 
 async fn run_phase(
     client: &reqwest::Client,
+    signer: &Signer,
     phase: &Phase,
     bodies: &Arc<Bodies>,
     concurrency: usize,
@@ -381,6 +515,7 @@ async fn run_phase(
         samples: Mutex::new(Vec::new()),
     });
     let url: Arc<str> = Arc::from(phase.url.as_str());
+    let target: Arc<str> = Arc::from(request_target(&phase.url)?);
     let workers = usize::try_from(phase.total).map_or(concurrency, |t| t.min(concurrency));
 
     let started = Instant::now();
@@ -388,7 +523,9 @@ async fn run_phase(
     for _ in 0..workers {
         set.spawn(worker(
             client.clone(),
+            signer.clone(),
             Arc::clone(&url),
+            Arc::clone(&target),
             Arc::clone(bodies),
             Arc::clone(&shared),
             phase.total,
@@ -413,9 +550,12 @@ async fn run_phase(
     ))
 }
 
+#[allow(clippy::too_many_arguments)] // reason: one worker's whole context, passed once
 async fn worker(
     client: reqwest::Client,
+    signer: Signer,
     url: Arc<str>,
+    target: Arc<str>,
     bodies: Arc<Bodies>,
     shared: Arc<Shared>,
     total: u64,
@@ -428,13 +568,14 @@ async fn worker(
             break;
         }
         tally.sent += 1;
+        let body = bodies.get(index);
         let started = Instant::now();
-        let sent = client
-            .post(&*url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(bodies.get(index))
-            .send()
-            .await;
+        // Signed at send time, inside the measured latency: the same cost in every phase.
+        let mut request = client.post(&*url).header(CONTENT_TYPE, "application/json");
+        for (name, value) in signer.headers("POST", &target, body) {
+            request = request.header(name, value);
+        }
+        let sent = request.body(body).send().await;
         let outcome = match sent {
             Ok(response) => {
                 let status = response.status();
@@ -610,9 +751,25 @@ fn label_block_end(labels: &str) -> Option<usize> {
     None
 }
 
-async fn fetch_memory(client: &reqwest::Client, base: &str) -> Option<MemoryGauges> {
+async fn fetch_memory(
+    client: &reqwest::Client,
+    signer: &Signer,
+    base: &str,
+) -> Option<MemoryGauges> {
     let url = format!("{base}/metrics");
-    let response = match client.get(&url).timeout(PROBE_TIMEOUT).send().await {
+    let mut request = client.get(&url).timeout(PROBE_TIMEOUT);
+    match request_target(&url) {
+        Ok(target) => {
+            for (name, value) in signer.headers("GET", &target, b"") {
+                request = request.header(name, value);
+            }
+        }
+        Err(e) => {
+            eprintln!("warning: {e:#}; no server memory figures");
+            return None;
+        }
+    }
+    let response = match request.send().await {
         Ok(response) => response,
         Err(e) => {
             eprintln!("warning: GET {url} failed: {}", error_chain(&e));
@@ -621,7 +778,11 @@ async fn fetch_memory(client: &reqwest::Client, base: &str) -> Option<MemoryGaug
     };
     let status = response.status();
     if !status.is_success() {
-        eprintln!("warning: GET {url} answered {status}; no server memory figures");
+        let body = response.text().await.unwrap_or_default();
+        eprintln!(
+            "warning: GET {url} answered {status}; no server memory figures: {}",
+            truncate(body.trim(), KEPT_BODY_CHARS)
+        );
         return None;
     }
     match response.text().await {
@@ -1015,6 +1176,122 @@ xfhub_ingest_total{route=\"petitions\"} 20000
         assert!(Expect::CreatedOrRepeat.accepts(StatusCode::OK));
         assert!(!Expect::CreatedOrRepeat.accepts(StatusCode::ACCEPTED));
         assert!(!Expect::CreatedOrRepeat.accepts(StatusCode::TOO_MANY_REQUESTS));
+    }
+
+    fn secret(s: &str) -> Secret {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn requests_are_signed_with_a_fresh_nonce() {
+        let signer =
+            Signer::from_args(Some("xf0123456789abcdef01"), Some(&secret("s3cr3t"))).unwrap();
+        let body = br#"{"source":{"id":"XF-1"}}"#;
+        let before = xfhub_store::now_ms();
+        let headers = signer.headers("POST", "/api/v1/petitions", body);
+        let after = xfhub_store::now_ms();
+        let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                sign::HEADER_APP_KEY,
+                sign::HEADER_TIMESTAMP,
+                sign::HEADER_NONCE,
+                sign::HEADER_SIGNATURE
+            ]
+        );
+        let value = |name: &str| headers.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(value(sign::HEADER_APP_KEY), "xf0123456789abcdef01");
+        let ts = value(sign::HEADER_TIMESTAMP);
+        let ms: i64 = ts.parse().unwrap();
+        assert!(
+            (before..=after).contains(&ms),
+            "{ms} not in {before}..={after}"
+        );
+        let nonce = value(sign::HEADER_NONCE);
+        let signature = value(sign::HEADER_SIGNATURE);
+        // What the hub checks: the signature over this very request, with this secret.
+        assert!(sign::verify(
+            b"s3cr3t",
+            &signature,
+            "POST",
+            "/api/v1/petitions",
+            "",
+            &ts,
+            &nonce,
+            body
+        ));
+        assert!(!sign::verify(
+            b"s3cr3t",
+            &signature,
+            "POST",
+            "/api/v1/echo",
+            "",
+            &ts,
+            &nonce,
+            body
+        ));
+        assert!(!sign::verify(
+            b"other",
+            &signature,
+            "POST",
+            "/api/v1/petitions",
+            "",
+            &ts,
+            &nonce,
+            body
+        ));
+        // Every request gets a nonce of its own.
+        let again = signer.headers("POST", "/api/v1/petitions", body);
+        assert_ne!(again[2].1, nonce);
+        assert_ne!(again[3].1, signature);
+        // A GET without a body signs the empty body; the query is part of the target.
+        let get = signer.headers("GET", "/metrics?x=1", b"");
+        assert!(sign::verify(
+            b"s3cr3t", &get[3].1, "GET", "/metrics", "x=1", &get[1].1, &get[2].1, b""
+        ));
+        // The secret never shows in debug output.
+        assert!(!format!("{signer:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_request_target_is_path_and_query() {
+        assert_eq!(
+            request_target("http://127.0.0.1:8080/api/v1/echo").unwrap(),
+            "/api/v1/echo"
+        );
+        assert_eq!(
+            request_target("https://hub.example/prefix/metrics?a=1").unwrap(),
+            "/prefix/metrics?a=1"
+        );
+        assert!(request_target("not a url").is_err());
+    }
+
+    #[test]
+    fn missing_credentials_are_named() {
+        let err = |key: Option<&str>, s: Option<&str>| {
+            let s = s.map(secret);
+            Signer::from_args(key, s.as_ref()).unwrap_err().to_string()
+        };
+        let both = err(None, None);
+        assert!(
+            both.starts_with(
+                "missing --app-key (or XFHUB_APP_KEY) and --secret (or XFHUB_SECRET):"
+            ),
+            "{both}"
+        );
+        assert!(both.contains("xfhub clients add"), "{both}");
+        let key = err(None, Some("s"));
+        assert!(
+            key.starts_with("missing --app-key (or XFHUB_APP_KEY):"),
+            "{key}"
+        );
+        let blank = err(Some("xf1"), Some("  "));
+        assert!(
+            blank.starts_with("missing --secret (or XFHUB_SECRET):"),
+            "{blank}"
+        );
+        assert!(Signer::from_args(Some(" xf1 "), Some(&secret("s"))).is_ok());
     }
 
     #[test]

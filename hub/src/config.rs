@@ -454,6 +454,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_file_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/xfhub.toml");
+        let cfg = Config::load(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.also_listen, d.also_listen);
+        assert_eq!(cfg.rate_limits.submit, d.rate_limits.submit);
+        assert_eq!(cfg.rate_limits.read, d.rate_limits.read);
+        assert_eq!(cfg.rate_limits.admin, d.rate_limits.admin);
+        assert_eq!(
+            cfg.security.signature_window_secs,
+            d.security.signature_window_secs
+        );
+        assert_eq!(cfg.security.secret_grace_secs, d.security.secret_grace_secs);
+        assert_eq!(cfg.key_file(), d.key_file());
+        assert!(cfg.tls.files().is_none());
+    }
+
+    #[test]
     fn key_file_defaults_to_the_data_dir() {
         let mut cfg = Config::default();
         assert_eq!(cfg.key_file(), PathBuf::from("./data/keys.toml"));

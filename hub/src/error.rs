@@ -122,10 +122,17 @@ impl ApiError {
     }
 }
 
+/// The stable code of an error answer, kept on the response for middleware (auditing).
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("xfhub_http_errors_total", "code" => self.body.code.clone()).increment(1);
-        (self.status, Json(self.body)).into_response()
+        let code = ErrorCode(self.body.code.clone());
+        let mut resp = (self.status, Json(self.body)).into_response();
+        resp.extensions_mut().insert(code);
+        resp
     }
 }
 

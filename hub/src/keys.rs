@@ -107,7 +107,7 @@ impl Keys {
                     path.display()
                 );
             }
-            let ring = KeyRing::from_env_value(&text).with_context(|| format!("{KEYS_ENV}"))?;
+            let ring = KeyRing::from_env_value(&text).context(KEYS_ENV)?;
             tracing::info!(
                 source = KEYS_ENV,
                 active = ring.active_id(),
@@ -268,6 +268,11 @@ impl Keys {
     }
 }
 
+/// Reads and parses a key file (for tools; the hub uses [`Keys::load`]).
+pub fn load_file(path: &Path) -> anyhow::Result<KeyRing> {
+    read_ring(path)
+}
+
 /// Reads and parses a key file, warning when group or others have any access to it.
 fn read_ring(path: &Path) -> anyhow::Result<KeyRing> {
     warn_if_open(path);
@@ -348,13 +353,13 @@ fn check_successor(old: &KeyRing, new: &KeyRing) -> anyhow::Result<()> {
 /// (temporary file with mode 0600, fsync, rename). Returns the new active key id. Values sealed
 /// under older keys stay readable; re-sealing them is a separate step.
 pub fn rotate_file(path: &Path) -> anyhow::Result<String> {
-    let _lock = RotationLock::take(path)?;
     if !path.exists() {
         bail!(
             "no key file at {}: `xfhub serve` creates one on its first start",
             path.display()
         );
     }
+    let _lock = RotationLock::take(path)?;
     let mut ring = read_ring(path)?;
     let id = ring.rotate();
     let text = Zeroizing::new(ring.to_toml());

@@ -410,15 +410,20 @@ mod tests {
 
     #[test]
     fn idle_client_buckets_are_swept() {
-        // At 1/s with a burst of 1, a bucket is full again (idle) one second after its use.
-        let limits = RateLimits::new(&tight(1000, 1));
+        // At 10/s with a burst of 1, a bucket is indistinguishable from a fresh one (and
+        // dropped) two emission intervals after its last use.
+        let mut config = tight(1000, 1);
+        config.submit.client_per_sec = 10;
+        let limits = RateLimits::new(&config);
         for i in 0..50 {
             limits
                 .check_client(RouteGroup::Submit, &format!("xf{i}"))
                 .unwrap();
         }
         assert_eq!(limits.client_buckets(), 50);
-        std::thread::sleep(Duration::from_millis(1100));
+        limits.sweep();
+        assert_eq!(limits.client_buckets(), 50, "recent buckets stay");
+        std::thread::sleep(Duration::from_millis(300));
         limits.sweep();
         assert_eq!(limits.client_buckets(), 0);
     }

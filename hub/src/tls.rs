@@ -338,10 +338,14 @@ mod tests {
     #[tokio::test]
     async fn https_healthz_with_a_self_signed_certificate() {
         let cert = self_signed();
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.tls.cert_file = Some(cert.cert_file.clone());
-        config.tls.key_file = Some(cert.key_file.clone());
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: crate::config::TlsConfig {
+                cert_file: Some(cert.cert_file.clone()),
+                key_file: Some(cert.key_file.clone()),
+            },
+            ..Config::default()
+        };
         let (addrs, stop, task) = start(&config).await;
         let addr = addrs[0];
 
@@ -397,9 +401,11 @@ mod tests {
             println!("note: [::1] cannot be bound here (no IPv6 loopback); IPv6 part skipped");
             return;
         }
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.also_listen = vec!["[::1]:0".parse().unwrap()];
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            also_listen: vec!["[::1]:0".parse().unwrap()],
+            ..Config::default()
+        };
         let (addrs, stop, task) = start(&config).await;
         assert_eq!(addrs.len(), 2);
         assert!(addrs[1].is_ipv6());

@@ -1,6 +1,13 @@
 //! In-process tests of the HTTP interface: the router is driven with `tower::ServiceExt::oneshot`
 //! against a hub started on a temporary SQLite store, as a client would see it (status, headers,
 //! JSON bodies, stable error codes and field paths).
+//!
+//! Every route but `/healthz`, `/readyz` and `/openapi.json` needs a signed request: `TestHub`
+//! signs what it sends with a client holding every scope (`pii:read` included, so records read
+//! back in clear), every info set and every division; authentication itself is covered by
+//! `security.rs`.
+
+mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,6 +27,8 @@ use xfhub_schemas::{
     Petition, Record, WorkOrder,
 };
 
+use common::TestClient;
+
 const PETITIONS: &str = "/api/v1/petitions";
 const WORKORDERS: &str = "/api/v1/workorders";
 const REGENERATE: &str = "cargo run -q -p xfhub -- openapi > contracts/openapi.yaml";
@@ -28,10 +37,12 @@ const REGENERATE: &str = "cargo run -q -p xfhub -- openapi > contracts/openapi.y
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// A hub on its own temporary data directory, and its router.
+/// A hub on its own temporary data directory, its router, and the client that signs what the
+/// tests send.
 struct TestHub {
     hub: Hub,
     app: Router,
+    client: TestClient,
     _dir: tempfile::TempDir,
 }
 
@@ -72,14 +83,28 @@ impl TestHub {
         tune(&mut config);
         let hub = Hub::start(config).await.expect("the hub starts");
         let app = hub.router();
+        let client = TestClient::full(&hub, "api tests").await;
         TestHub {
             hub,
             app,
+            client,
             _dir: dir,
         }
     }
 
+    /// Sends `req` signed by the test client; a request that already carries signing headers
+    /// (a test's own, possibly bad, signature) is sent as it is.
     async fn send(&self, req: Request<Body>) -> Answer {
+        let req = if common::is_signed(&req) {
+            req
+        } else {
+            self.client.sign(req).await
+        };
+        self.send_as_is(req).await
+    }
+
+    /// Sends `req` without signing it.
+    async fn send_as_is(&self, req: Request<Body>) -> Answer {
         let resp = self
             .app
             .clone()
@@ -139,6 +164,70 @@ fn post_json(uri: &str, body: &Value) -> Request<Body> {
         Some("application/json"),
         serde_json::to_vec(body).expect("JSON"),
     )
+}
+
+/// A request for `method uri` with `body` that carries signing headers but is not properly
+/// signed, the `i`-th of several ways; with what it is and the error code it must get (401).
+fn badly_signed(
+    c: &TestClient,
+    i: usize,
+    method: &Method,
+    uri: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (&'static str, Request<Body>, &'static str) {
+    use xfhub_security::sign::{new_nonce, HEADER_APP_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+    let now = common::now_ms();
+    let nonce = new_nonce();
+    let mut headers = c.headers_at(method, uri, body, now, &nonce);
+    let set = |h: &mut Vec<(&'static str, String)>, name: &str, value: &str| {
+        for (n, v) in h.iter_mut() {
+            if *n == name {
+                *v = value.to_owned();
+            }
+        }
+    };
+    let mut non_utf8_key = false;
+    let (what, code) = match i % 7 {
+        0 => {
+            headers = c.headers_at(method, uri, b"another body", now, &nonce);
+            ("signature of another body", "auth_bad_signature")
+        }
+        1 => {
+            headers = c
+                .with_secret("not-the-secret")
+                .headers_at(method, uri, body, now, &nonce);
+            ("signed with a wrong secret", "auth_bad_signature")
+        }
+        2 => {
+            set(&mut headers, HEADER_SIGNATURE, &"zz".repeat(32));
+            ("signature not hex", "auth_bad_signature")
+        }
+        3 => {
+            set(&mut headers, HEADER_TIMESTAMP, "12abc");
+            ("timestamp not a number", "auth_timestamp")
+        }
+        4 => {
+            headers = c.headers_at(method, uri, body, now - 600_000, &nonce);
+            ("signed ten minutes ago", "auth_timestamp")
+        }
+        5 => {
+            set(&mut headers, HEADER_APP_KEY, "xf' OR '1'='1");
+            ("unknown app key", "auth_unknown_key")
+        }
+        _ => {
+            non_utf8_key = true;
+            ("app key not UTF-8", "auth_missing")
+        }
+    };
+    let mut req = common::request(method.clone(), uri, content_type, &headers, body.to_vec());
+    if non_utf8_key {
+        req.headers_mut().insert(
+            HEADER_APP_KEY,
+            header::HeaderValue::from_bytes(b"xf\xff\xfe").expect("obs-text is a valid value"),
+        );
+    }
+    (what, req, code)
 }
 
 fn raw(
@@ -708,8 +797,42 @@ async fn garbage_is_never_a_server_error() {
         ("truncated", p.as_bytes()[..p.len() / 2].to_vec()),
         ("XML", b"<petition><source/></petition>".to_vec()),
     ];
-    for route in [PETITIONS, WORKORDERS, "/api/v1/echo"] {
-        for (what, body) in &bodies {
+    for (r, route) in [PETITIONS, WORKORDERS, "/api/v1/echo"]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, (what, body)) in bodies.iter().enumerate() {
+            // Unsigned, and signed badly: refused before the body is looked at.
+            let a = t
+                .send_as_is(raw(
+                    Method::POST,
+                    route,
+                    Some("application/json"),
+                    body.clone(),
+                ))
+                .await;
+            assert_eq!(
+                (a.status, &a.json()["code"]),
+                (StatusCode::UNAUTHORIZED, &json!("auth_missing")),
+                "POST {route} {what}, unsigned: {}",
+                a.text()
+            );
+            let (how, req, code) = badly_signed(
+                &t.client,
+                r + i,
+                &Method::POST,
+                route,
+                Some("application/json"),
+                body,
+            );
+            let a = t.send_as_is(req).await;
+            assert_eq!(
+                (a.status, &a.json()["code"]),
+                (StatusCode::UNAUTHORIZED, &json!(code)),
+                "POST {route} {what}, {how}: {}",
+                a.text()
+            );
+
             let a = t
                 .send(raw(
                     Method::POST,
@@ -778,13 +901,40 @@ async fn garbage_is_never_a_server_error() {
         (Method::POST, "/healthz"),
     ];
     let mut wrong = Vec::new();
-    for (method, uri) in requests {
+    for (i, (method, uri)) in requests.into_iter().enumerate() {
         let a = t.send(raw(method.clone(), uri, None, Body::empty())).await;
         let coded = serde_json::from_slice::<Value>(&a.body)
             .ok()
             .is_some_and(|v| v["code"].as_str().is_some_and(|c| !c.is_empty()));
         if !a.status.is_client_error() || !coded {
             wrong.push(format!("{method} {uri}: {} {}", a.status, a.text()));
+        }
+        // Unsigned and badly signed: 401 with the authentication error (the open route
+        // answers as it would signed).
+        let open = uri == "/healthz";
+        let bad = badly_signed(&t.client, i, &method, uri, None, b"");
+        let variants = [
+            (
+                "unsigned",
+                raw(method.clone(), uri, None, Body::empty()),
+                "auth_missing",
+            ),
+            bad,
+        ];
+        for (how, req, code) in variants {
+            let a = t.send_as_is(req).await;
+            let got = serde_json::from_slice::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let ok = if open {
+                a.status.is_client_error() && !got.is_empty()
+            } else {
+                a.status == StatusCode::UNAUTHORIZED && got == code
+            };
+            if !ok {
+                wrong.push(format!("{method} {uri} {how}: {} {}", a.status, a.text()));
+            }
         }
     }
     assert!(

@@ -1,7 +1,9 @@
 //! Process-level delivery guarantees (DESIGN.md "Delivery guarantees"), against the real
 //! `xfhub` binary: nothing acknowledged is lost by `kill -9`, nothing unacknowledged is
 //! half-stored, every message's effect happens exactly once across a crash, SIGTERM drains and
-//! exits 0, and a bad configuration is refused by name.
+//! exits 0, and a bad configuration is refused by name. Every request is signed as a client
+//! with every scope (see `support`), and no identity number or mobile of a submitted petition
+//! may appear in the hubs' logs, which run at debug level.
 
 mod support;
 
@@ -15,7 +17,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
-use support::{petition_source_id, Answer, Api, HubProcess, SETTLE_TIMEOUT, VERIFY_CONCURRENCY};
+use support::{
+    assert_logs_free_of_pii, create_client, petition_source_id, pii_in_logs, Answer, Api,
+    HubProcess, SETTLE_TIMEOUT, VERIFY_CONCURRENCY,
+};
 
 /// What one submission got before the hub went away.
 #[derive(Debug, Clone)]
@@ -277,7 +282,8 @@ async fn kill_9_loses_nothing_acknowledged() {
     const CLIENTS: usize = 32;
     let started = Instant::now();
     let (root, data) = data_dirs();
-    let mut hub = HubProcess::start(&data, root.path()).await;
+    let credentials = create_client(&data).await;
+    let mut hub = HubProcess::start(&data, root.path(), &credentials).await;
     let api = hub.api();
 
     let load = Arc::new(Load::default());
@@ -315,7 +321,7 @@ async fn kill_9_loses_nothing_acknowledged() {
     let crashed_stderr = hub.stderr();
     drop(hub);
 
-    let hub = HubProcess::start(&data, root.path()).await;
+    let hub = HubProcess::start(&data, root.path(), &credentials).await;
     let stored_before = verify_after_restart(&hub.api(), &outcomes).await;
     eprintln!(
         "kill -9 after {acked} of {N} acknowledged with {in_flight} requests in flight; \
@@ -329,6 +335,8 @@ async fn kill_9_loses_nothing_acknowledged() {
         "the restarted hub panicked:\n{}\n--- before the kill ---\n{crashed_stderr}",
         hub.stderr()
     );
+    drop(hub);
+    assert_logs_free_of_pii(root.path(), outcomes.keys().copied());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -338,7 +346,8 @@ async fn sigterm_drains_and_exits() {
     const CLIENTS: usize = 4;
     let started = Instant::now();
     let (root, data) = data_dirs();
-    let mut hub = HubProcess::start(&data, root.path()).await;
+    let credentials = create_client(&data).await;
+    let mut hub = HubProcess::start(&data, root.path(), &credentials).await;
     let api = hub.api();
 
     let load = Arc::new(Load::default());
@@ -386,7 +395,7 @@ async fn sigterm_drains_and_exits() {
         store.close().await;
     }
 
-    let hub = HubProcess::start(&data, root.path()).await;
+    let hub = HubProcess::start(&data, root.path(), &credentials).await;
     let stored_before = verify_after_restart(&hub.api(), &outcomes).await;
     // A graceful stop gives back what the consumer leased but did not handle: no message
     // acknowledged before SIGTERM was delivered twice or had an attempt used up.
@@ -419,6 +428,8 @@ async fn sigterm_drains_and_exits() {
         started.elapsed(),
         failure_reasons(&outcomes)
     );
+    drop(hub);
+    assert_logs_free_of_pii(root.path(), outcomes.keys().copied());
 }
 
 #[tokio::test]
@@ -464,4 +475,39 @@ async fn bad_config_is_rejected_with_field_name() {
         !data.exists(),
         "a refused configuration created the data dir"
     );
+}
+
+/// The log check has teeth: an identity number or a mobile (with or without a country prefix)
+/// of a submitted petition anywhere in a hub log fails it; other petitions' numbers do not.
+#[test]
+fn log_check_finds_personal_numbers() {
+    let p = xfhub_schemas::sample_petition(7);
+    let c = &p.complainants[0];
+    let id = c
+        .id_number
+        .clone()
+        .expect("the sample has an identity number");
+    let mobile = c.mobile.clone().expect("the sample has a mobile");
+    let other = xfhub_schemas::sample_petition(8).complainants[0]
+        .mobile
+        .clone()
+        .expect("a mobile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("hub-0.stderr");
+    std::fs::write(&log, format!("INFO RequestDone mobile={other}\n")).expect("write");
+    assert_logs_free_of_pii(dir.path(), [7]);
+    for leak in [
+        format!("DEBUG body: {{\"id_number\":\"{id}\"}}"),
+        format!("WARN caller=+86{mobile} denied"),
+        format!("x{mobile}"),
+    ] {
+        std::fs::write(&log, format!("INFO start\n{leak}\nINFO end\n")).expect("write");
+        let (found, logs, _, petitions) = pii_in_logs(dir.path(), [6, 7]);
+        assert_eq!((logs, petitions), (1, 2));
+        assert_eq!(found.len(), 1, "{leak}: {found:?}");
+        assert!(
+            found[0].contains("of petition 7 in: ") && found[0].ends_with(&leak),
+            "{leak}: {found:?}"
+        );
+    }
 }

@@ -44,6 +44,29 @@ macro_rules! backend_tests {
     )*};
 }
 
+/// Like [`backend_tests!`], for cases that also need their database's URL (to reach it with
+/// raw SQL beside the store): each `case(store: Store, url: String)`.
+#[allow(unused_macros)] // reason: not every suite that includes this file uses it
+macro_rules! backend_tests_with_url {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let (store, dir) = $crate::common::sqlite_store().await;
+                let url = $crate::common::sqlite_url(&dir);
+                $crate::common::run_case(super::$case(store, url)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let (store, db) = $crate::common::postgres_store().await;
+                let url = db.url.clone();
+                $crate::common::run_case(super::$case(store, url)).await;
+            }
+        }
+    )*};
+}
+
 /// Runs a case, failing it when it does not finish within [`CASE_TIMEOUT`].
 pub async fn run_case(case: impl Future<Output = ()>) {
     if tokio::time::timeout(CASE_TIMEOUT, case).await.is_err() {
@@ -59,10 +82,15 @@ fn options(url: String) -> StoreOptions {
     }
 }
 
+/// The URL of the SQLite database [`sqlite_store`] made in `dir`.
+pub fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite://{}/x.db", dir.path().display())
+}
+
 /// A store on a fresh SQLite file; keep the directory alive as long as the store.
 pub async fn sqlite_store() -> (Store, TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}/x.db", dir.path().display());
+    let url = sqlite_url(&dir);
     let store = Store::open(options(url.clone()))
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"));
@@ -170,6 +198,28 @@ impl Drop for PgDb {
         });
         let _ = dropper.join();
     }
+}
+
+/// Runs one statement on the database at `url` (SQLite or PostgreSQL) over a connection of its
+/// own, outside the store; returns the rows affected, or the database's error as text.
+pub async fn raw_execute(url: &str, sql: &str) -> Result<u64, String> {
+    use sqlx::SqliteConnection;
+    let result = if url.starts_with("sqlite:") {
+        let mut conn = SqliteConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let r = conn.execute(sql).await.map(|r| r.rows_affected());
+        let _ = conn.close().await;
+        r
+    } else {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let r = conn.execute(sql).await.map(|r| r.rows_affected());
+        let _ = conn.close().await;
+        r
+    };
+    result.map_err(|e| e.to_string())
 }
 
 /// Hex SHA-256 of `s`.
