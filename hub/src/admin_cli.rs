@@ -23,7 +23,42 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Keys)> {
     }
     let store = Store::open(StoreOptions::new(url)).await?;
     let keys = Keys::load(config)?;
+    check_ring_matches(&store, &keys.current()).await?;
     Ok((store, keys))
+}
+
+/// Refuses a key ring that cannot open what the store already holds (a lost or wrong key
+/// file; a ring generated afresh next to old data): better not to start than to write data
+/// nobody can read next to data nobody can read.
+pub async fn check_ring_matches(store: &Store, ring: &KeyRing) -> anyhow::Result<()> {
+    let mut sealed: Vec<String> = store
+        .list_clients()
+        .await?
+        .into_iter()
+        .take(20)
+        .map(|c| c.secret_sealed)
+        .collect();
+    sealed.extend(
+        store
+            .reseal_scan(ResealTable::Records, "", 20)
+            .await?
+            .into_iter()
+            .map(|(_, t)| t),
+    );
+    let known = ring.ids();
+    for text in &sealed {
+        for part in text.split("enc:v1:").skip(1) {
+            let id = part.split(':').next().unwrap_or_default();
+            if !known.iter().any(|k| k == id) {
+                bail!(
+                    "the store holds data sealed with key {id:?}, which the key ring (fingerprint {}) \
+                     does not have: restore the key file (or XFHUB_KEYS) that belongs to this store",
+                    ring.fingerprint()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cli_audit(action: &str, target: &str, detail: String) -> AuditDraft {

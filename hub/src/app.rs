@@ -77,6 +77,7 @@ impl Hub {
             }
         });
         let keys = crate::keys::Keys::load(&config)?;
+        crate::admin_cli::check_ring_matches(&store, &keys.current()).await?;
         tasks.spawn(keys.clone().watch(stop.clone()));
         let state = AppState {
             store,

@@ -129,10 +129,13 @@ pub struct AuthSettings {
     pub body_limit: usize,
 }
 
+/// Client records by app key, with the time each was read.
+type ClientMap = HashMap<String, (Arc<ClientRecord>, Instant)>;
+
 /// Recently read client records.
 #[derive(Clone, Default)]
 pub struct ClientCache {
-    inner: Arc<Mutex<HashMap<String, (Arc<ClientRecord>, Instant)>>>,
+    inner: Arc<Mutex<ClientMap>>,
 }
 
 impl ClientCache {
@@ -282,11 +285,7 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
     let app_key = header(h, HEADER_APP_KEY).unwrap_or_default().to_owned();
     let actor = Some(app_key.clone());
     let fail = |e: ApiError| (e, actor.clone());
-    let client = s
-        .clients
-        .get(&s.store, &app_key)
-        .await
-        .map_err(|e| fail(e))?;
+    let client = s.clients.get(&s.store, &app_key).await.map_err(&fail)?;
     let Some(client) = client else {
         return Err(fail(denied(
             StatusCode::UNAUTHORIZED,

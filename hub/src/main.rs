@@ -47,6 +47,102 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Partner systems allowed to call the hub (app key, secret, scopes, divisions).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Which store a command works on (as `serve` would open it).
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Configuration file (database, data directory, key file).
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (overrides the file).
+    #[arg(long, env = "XFHUB_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl Target {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(u) = &self.database_url {
+            cfg.database_url = Some(u.clone());
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Create a client; prints its app key and secret (the secret is shown only this once).
+    Add {
+        /// Name of the partner system.
+        #[arg(long)]
+        name: String,
+        /// Comma list of: submit, read, write_back, export, import, admin, pii:read.
+        #[arg(long)]
+        scopes: String,
+        /// Comma list of info sets (petition, workorder, process_event) or `*`.
+        #[arg(long, default_value = "*")]
+        info_sets: String,
+        /// Comma list of division codes the client's data may concern, or `*`.
+        #[arg(long)]
+        divisions: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List clients (never their secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Issue a new secret; the old one stays valid for the grace period.
+    Rotate {
+        app_key: String,
+        /// Seconds the old secret stays valid (default: `[security] secret_grace_secs`).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Refuse every request of a client.
+    Disable {
+        app_key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Accept a disabled client again.
+    Enable {
+        app_key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; names the first broken entry and exits 1 if there is one.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +180,12 @@ struct SignArgs {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
+    /// Re-encrypt everything stored under older keys with the active key. Resumable: an
+    /// interrupted run continues where it stopped. `keys rotate` runs it too.
+    Reseal {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Add a fresh data key to the key file and make it active (atomic rewrite, mode 0600);
     /// prints the new key id and the ring's fingerprint. A running hub picks it up within 2 s.
     Rotate {
@@ -160,9 +262,152 @@ fn main() -> anyhow::Result<()> {
                 filter: "warn".to_owned(),
                 json: false,
             });
-            rt.block_on(rotate_keys(cfg))
+            rt.block_on(async {
+                rotate_keys(cfg.clone()).await?;
+                reseal(&cfg).await
+            })
+        }
+        Command::Keys {
+            command: KeysCommand::Reseal { target },
+        } => {
+            let cfg = quiet(&target)?;
+            rt.block_on(reseal(&cfg))
+        }
+        Command::Clients { command } => rt.block_on(clients(command)),
+        Command::Audit {
+            command: AuditCommand::Verify { target },
+        } => {
+            let cfg = quiet(&target)?;
+            rt.block_on(async {
+                let (store, _) = xfhub::admin_cli::open(&cfg).await?;
+                let result = xfhub::admin_cli::verify_audit(&store).await?;
+                store.close().await;
+                match result {
+                    Ok(n) => {
+                        println!("audit chain intact: {n} entries");
+                        Ok(())
+                    }
+                    Err(brk) => {
+                        eprintln!("audit chain BROKEN: {brk}");
+                        std::process::exit(1);
+                    }
+                }
+            })
         }
     }
+}
+
+/// The configuration of a store command, with logs kept to warnings.
+fn quiet(target: &Target) -> anyhow::Result<Config> {
+    let cfg = target.config()?;
+    telemetry::init_logs(&config::LogConfig {
+        filter: "warn".to_owned(),
+        json: false,
+    });
+    Ok(cfg)
+}
+
+async fn reseal(cfg: &Config) -> anyhow::Result<()> {
+    let (store, keys) = xfhub::admin_cli::open(cfg).await?;
+    let ring = keys.current();
+    let report = xfhub::admin_cli::reseal_all(&store, &ring, |table, r| {
+        eprintln!(
+            "  {table}: {} scanned, {} re-encrypted",
+            r.scanned, r.resealed
+        );
+    })
+    .await?;
+    store.close().await;
+    println!(
+        "re-encrypted {} of {} stored values under key {}",
+        report.resealed,
+        report.scanned,
+        ring.active_id()
+    );
+    Ok(())
+}
+
+async fn set_disabled(app_key: &str, target: &Target, disabled: bool) -> anyhow::Result<()> {
+    let cfg = quiet(target)?;
+    let (store, _) = xfhub::admin_cli::open(&cfg).await?;
+    xfhub::admin_cli::set_disabled(&store, app_key, disabled).await?;
+    store.close().await;
+    println!(
+        "{app_key}: {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}
+
+async fn clients(command: ClientsCommand) -> anyhow::Result<()> {
+    use xfhub::admin_cli::{self as cli, list};
+    match command {
+        ClientsCommand::Add {
+            name,
+            scopes,
+            info_sets,
+            divisions,
+            target,
+        } => {
+            let cfg = quiet(&target)?;
+            let (store, keys) = cli::open(&cfg).await?;
+            let (app_key, secret) = cli::add_client(
+                &store,
+                &keys.current(),
+                &name,
+                list(&scopes),
+                list(&info_sets),
+                list(&divisions),
+            )
+            .await?;
+            store.close().await;
+            println!("app_key: {app_key}");
+            println!("secret: {secret}");
+            eprintln!("(the secret is not stored in clear and cannot be shown again)");
+        }
+        ClientsCommand::List { target } => {
+            let cfg = quiet(&target)?;
+            let (store, _) = cli::open(&cfg).await?;
+            let all = store.list_clients().await?;
+            store.close().await;
+            println!(
+                "{:<22} {:<9} {:<28} {:<14} {:<20} name",
+                "app_key", "state", "scopes", "info_sets", "divisions"
+            );
+            for c in all {
+                println!(
+                    "{:<22} {:<9} {:<28} {:<14} {:<20} {}",
+                    c.app_key,
+                    if c.disabled { "disabled" } else { "active" },
+                    c.scopes.join(","),
+                    c.info_sets.join(","),
+                    c.divisions.join(","),
+                    c.name
+                );
+            }
+        }
+        ClientsCommand::Rotate {
+            app_key,
+            grace_secs,
+            target,
+        } => {
+            let cfg = quiet(&target)?;
+            let grace = grace_secs.unwrap_or(cfg.security.secret_grace_secs);
+            let (store, keys) = cli::open(&cfg).await?;
+            let secret = cli::rotate_client(&store, &keys.current(), &app_key, grace).await?;
+            store.close().await;
+            println!("app_key: {app_key}");
+            println!("secret: {secret}");
+            eprintln!("(the previous secret stays valid for {grace} s)");
+        }
+        ClientsCommand::Disable { app_key, target } => {
+            set_disabled(&app_key, &target, true).await?
+        }
+        ClientsCommand::Enable { app_key, target } => {
+            set_disabled(&app_key, &target, false).await?
+        }
+    }
+    Ok(())
 }
 
 /// `xfhub sign`: the four signature headers of one request.

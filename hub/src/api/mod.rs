@@ -66,6 +66,7 @@ pub fn routes() -> Router<AppState> {
         admin::replay,
         admin::import_errors,
     ),
+    modifiers(&SignedRequests),
     tags(
         (name = "records", description = "Petitions and 12345 work orders"),
         (name = "reference", description = "Code tables"),
@@ -74,6 +75,69 @@ pub fn routes() -> Router<AppState> {
     )
 )]
 pub struct ApiDoc;
+
+/// Documents request signing: a security scheme for the four signature headers, required by
+/// every route but `/healthz`, `/readyz` and `/openapi.json`, and the 401, 403 and 429 answers
+/// those routes can give.
+struct SignedRequests;
+
+impl utoipa::Modify for SignedRequests {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{Ref, ResponseBuilder};
+
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-app-key",
+                "HMAC-SM3 request signature. Send x-app-key, x-timestamp (ms since the epoch, \
+                 within 5 minutes of the hub's clock), x-nonce (unique per request) and \
+                 x-signature = hex HMAC-SM3(secret, METHOD \\n path \\n sorted query \\n \
+                 timestamp \\n nonce \\n hex SM3(body)). See security/README.md.",
+            ))),
+        );
+        let answer = |d: &str| {
+            ResponseBuilder::new()
+                .description(d)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            if matches!(path.as_str(), "/healthz" | "/readyz" | "/openapi.json") {
+                continue;
+            }
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                op.security = Some(vec![SecurityRequirement::new(
+                    "signature",
+                    Vec::<String>::new(),
+                )]);
+                let r = &mut op.responses.responses;
+                r.entry("401".into()).or_insert_with(|| {
+                    answer("not signed, unknown or disabled client, bad signature, stale timestamp or reused nonce").into()
+                });
+                r.entry("403".into()).or_insert_with(|| {
+                    answer("the client lacks the scope, info set or division").into()
+                });
+                r.entry("429".into()).or_insert_with(|| {
+                    answer("rate limited; retry after the Retry-After header's seconds").into()
+                });
+            }
+        }
+    }
+}
 
 /// The OpenAPI document as YAML, as checked in at `contracts/openapi.yaml`.
 pub fn openapi_yaml() -> String {
