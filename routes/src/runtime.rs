@@ -121,6 +121,12 @@ pub async fn run_consumer(
             tracing::error!(consumer = %queue, error = %e, "ConsumerTaskError");
         }
     }
+    // A lease the bus side had in flight when the channel closed is given back by the bus side
+    // itself (its send fails): wait until it let go of the channel, so that the give-back
+    // commits before we return and the store closes.
+    while deliveries.sender_strong_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     tracing::info!(consumer = %queue, "ConsumerStopped");
     Ok(())
 }

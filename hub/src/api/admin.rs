@@ -172,6 +172,7 @@ pub struct ImportErrorFilter {
     responses((status = 200, body = Vec<ImportError>), (status = 400, body = ErrorBody)))]
 pub async fn import_errors(
     State(s): State<AppState>,
+    axum::extract::Extension(caller): axum::extract::Extension<crate::auth::Caller>,
     Query(f): Query<ImportErrorFilter>,
 ) -> Result<Json<Vec<ImportError>>, ApiError> {
     let limit = f.limit.unwrap_or(100);
@@ -182,9 +183,21 @@ pub async fn import_errors(
             "必须在 1 到 1000 之间",
         ));
     }
-    s.store
+    let mut errors = s
+        .store
         .import_errors(limit)
         .await
-        .map(Json)
-        .map_err(|e| ApiError::internal("import errors", &e))
+        .map_err(|e| ApiError::internal("import errors", &e))?;
+    // Raw payloads are stored sealed (they may hold personal data): opened for callers with
+    // `pii:read`, masked for the others.
+    let ring = s.keys.current();
+    for e in &mut errors {
+        if xfhub_security::keys::KeyRing::is_sealed(&e.raw) {
+            e.raw = match (caller.has_scope("pii:read"), ring.open_bytes(&e.raw)) {
+                (true, Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => "***".to_owned(),
+            };
+        }
+    }
+    Ok(Json(errors))
 }
