@@ -205,7 +205,10 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
             // Denials a handler makes (info set, division) and every admin action are audited
             // here, in one place.
             let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone());
-            let denial = code.as_deref().filter(|c| c.starts_with("auth_"));
+            // (A replayed submission was audited by the transaction that refused it.)
+            let denial = code
+                .as_deref()
+                .filter(|c| c.starts_with("auth_") && *c != "auth_nonce_reused");
             if denial.is_some() || group == RouteGroup::Admin {
                 let draft = AuditDraft {
                     actor: app_key,
@@ -359,22 +362,22 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
             "签名校验失败",
         )));
     }
-    match s
-        .store
-        .use_nonce(&app_key, &nonce, now + 2 * s.auth.window_ms)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(fail(denied(
-                StatusCode::UNAUTHORIZED,
-                "auth_nonce_reused",
-                "this nonce was already used: the request is a replay",
-                "随机数已被使用（疑似重放请求）",
-            )))
+    let expires_at = now + 2 * s.auth.window_ms;
+    let pending = if scope == "submit" {
+        // A submission records its nonce in the transaction that stores the record: a replay
+        // is refused there, atomically, without a commit of its own.
+        Some(PendingNonce {
+            app_key: app_key.clone(),
+            nonce: nonce.clone(),
+            expires_at,
+        })
+    } else {
+        match s.store.use_nonce(&app_key, &nonce, expires_at).await {
+            Ok(true) => None,
+            Ok(false) => return Err(fail(nonce_reused())),
+            Err(e) => return Err(fail(ApiError::internal("nonce", &e))),
         }
-        Err(e) => return Err(fail(ApiError::internal("nonce", &e))),
-    }
+    };
     let caller = Caller {
         app_key: client.app_key.clone(),
         name: client.name.clone(),
@@ -385,7 +388,35 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
     if !caller.has_scope(scope) {
         return Err(fail(scope_denied(scope)));
     }
-    Ok((caller, Request::from_parts(parts, Body::from(bytes))))
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    if let Some(p) = pending {
+        req.extensions_mut().insert(p);
+    }
+    Ok((caller, req))
+}
+
+/// A submission's nonce, to be recorded with the record it submits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingNonce {
+    pub app_key: String,
+    pub nonce: String,
+    pub expires_at: i64,
+}
+
+impl PendingNonce {
+    pub fn into_tuple(self) -> (String, String, i64) {
+        (self.app_key, self.nonce, self.expires_at)
+    }
+}
+
+/// 401 for a nonce seen before.
+pub fn nonce_reused() -> ApiError {
+    denied(
+        StatusCode::UNAUTHORIZED,
+        "auth_nonce_reused",
+        "this nonce was already used: the request is a replay",
+        "随机数已被使用（疑似重放请求）",
+    )
 }
 
 /// 403 for a missing operation scope.

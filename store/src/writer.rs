@@ -63,6 +63,9 @@ pub struct IngestItem {
     pub blind: Vec<(String, String)>,
     /// Audit entry written with the outcome, in the same transaction.
     pub audit: Option<AuditDraft>,
+    /// (app key, nonce, expires at ms) of the signed request, recorded in the same transaction:
+    /// a replay is refused atomically and costs no commit of its own.
+    pub nonce: Option<(String, String, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,6 +107,8 @@ pub enum IngestOutcome {
     Stale {
         current_version: i64,
     },
+    /// The request's nonce was used before: a replayed request, nothing stored.
+    Replayed,
 }
 
 pub(crate) struct EnqueueBatch {
@@ -252,7 +257,16 @@ impl WriterState {
 
     /// Appends one entry to the audit chain.
     async fn append_audit(&mut self, tx: &mut Tx, d: &AuditDraft) -> Result<i64> {
-        let (prev_seq, prev_hash) = match &self.audit_head {
+        let seqs = self.append_audits(tx, std::slice::from_ref(d)).await?;
+        Ok(seqs[0])
+    }
+
+    /// Appends entries to the audit chain, hashed in order, in one statement.
+    async fn append_audits(&mut self, tx: &mut Tx, drafts: &[AuditDraft]) -> Result<Vec<i64>> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut seq, mut prev_hash) = match &self.audit_head {
             Some(h) => h.clone(),
             None => match sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
@@ -262,35 +276,45 @@ impl WriterState {
                 None => (0, xfhub_security::audit::GENESIS.to_owned()),
             },
         };
-        let entry = xfhub_security::audit::AuditEntry {
-            seq: prev_seq + 1,
-            at_ms: now_ms(),
-            actor: d.actor.clone(),
-            action: d.action.clone(),
-            target: d.target.clone(),
-            outcome: d.outcome.clone(),
-            remote: d.remote.clone(),
-            detail: d.detail.clone(),
-        };
-        let hash = xfhub_security::audit::chain_hash(&prev_hash, &entry);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, target, outcome, remote, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        let now = now_ms();
+        let mut rows = Vec::with_capacity(drafts.len());
+        let mut seqs = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            seq += 1;
+            let entry = xfhub_security::audit::AuditEntry {
+                seq,
+                at_ms: now,
+                actor: d.actor.clone(),
+                action: d.action.clone(),
+                target: d.target.clone(),
+                outcome: d.outcome.clone(),
+                remote: d.remote.clone(),
+                detail: d.detail.clone(),
+            };
+            let hash = xfhub_security::audit::chain_hash(&prev_hash, &entry);
+            rows.push(vec![
+                Arg::Int(entry.seq),
+                Arg::Int(entry.at_ms),
+                Arg::Owned(entry.actor),
+                Arg::Owned(entry.action),
+                Arg::Owned(entry.target),
+                Arg::Owned(entry.outcome),
+                Arg::Owned(entry.remote),
+                Arg::Owned(entry.detail),
+                Arg::Owned(std::mem::replace(&mut prev_hash, hash.clone())),
+                Arg::Owned(hash),
+            ]);
+            seqs.push(seq);
+        }
+        insert_rows(
+            tx,
+            "INSERT INTO audit_log (seq, at, actor, action, target, outcome, remote, detail, prev_hash, hash)",
+            "",
+            &rows,
         )
-        .bind(entry.seq)
-        .bind(entry.at_ms)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(&entry.outcome)
-        .bind(&entry.remote)
-        .bind(&entry.detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut **tx)
         .await?;
-        self.audit_head = Some((entry.seq, hash));
-        Ok(entry.seq)
+        self.audit_head = Some((seq, prev_hash));
+        Ok(seqs)
     }
 }
 
@@ -724,6 +748,27 @@ async fn ingest_batch(
         }
     }
 
+    // Nonces of signed requests: one statement records them all and tells which are new.
+    let nonce_rows: Vec<Vec<Arg<'_>>> = items
+        .iter()
+        .filter_map(|it| it.nonce.as_ref())
+        .map(|(k, n, exp)| vec![Arg::Text(k), Arg::Text(n), Arg::Int(*exp)])
+        .collect();
+    let mut fresh_nonces = std::collections::HashSet::new();
+    for row in insert_rows(
+        tx,
+        "INSERT INTO nonces (app_key, nonce, expires_at)",
+        "ON CONFLICT (app_key, nonce) DO NOTHING RETURNING app_key, nonce",
+        &nonce_rows,
+    )
+    .await?
+    {
+        fresh_nonces.insert((
+            row.try_get::<String, _>("app_key")?,
+            row.try_get::<String, _>("nonce")?,
+        ));
+    }
+
     let now = now_ms();
     let mut outcomes = Vec::with_capacity(items.len());
     // Final state of each record written by this group, and whether it existed before.
@@ -732,6 +777,13 @@ async fn ingest_batch(
     let mut outbox = Vec::new();
     let mut versions = Vec::new();
     for (idx, it) in items.iter().enumerate() {
+        if let Some((app_key, nonce, _)) = &it.nonce {
+            // A nonce repeated inside one group is fresh for its first request only.
+            if !fresh_nonces.remove(&(app_key.clone(), nonce.clone())) {
+                outcomes.push(IngestOutcome::Replayed);
+                continue;
+            }
+        }
         let k = key(it);
         if let Some((digest, receipt)) = seen.get(&(k.clone(), it.version)) {
             outcomes.push(if *digest == it.digest {
@@ -919,6 +971,7 @@ async fn ingest_batch(
     .await?;
 
     // Audit: one entry per submission, with its outcome, in this transaction.
+    let mut drafts = Vec::new();
     for (it, outcome) in items.iter().zip(&outcomes) {
         if let Some(draft) = &it.audit {
             let (label, target) = match outcome {
@@ -927,15 +980,17 @@ async fn ingest_batch(
                 IngestOutcome::Duplicate(r) => ("duplicate", r.id.to_string()),
                 IngestOutcome::Conflict { .. } => ("rejected: version conflict", String::new()),
                 IngestOutcome::Stale { .. } => ("rejected: stale version", String::new()),
+                IngestOutcome::Replayed => ("rejected: nonce reused", String::new()),
             };
             let mut d = draft.clone();
             d.outcome = label.to_owned();
             if d.target.is_empty() {
                 d.target = target;
             }
-            state.append_audit(tx, &d).await?;
+            drafts.push(d);
         }
     }
+    state.append_audits(tx, &drafts).await?;
     Ok(outcomes)
 }
 

@@ -24,6 +24,7 @@ use common::{
 };
 
 backend_tests!(
+    case_ingest_refuses_a_reused_nonce_atomically,
     case_clients_round_trip,
     case_nonce_is_used_once_per_app_key,
     case_audit_entries_are_numbered_and_chained,
@@ -984,5 +985,57 @@ async fn case_rotation_cursor_round_trip(store: Store) {
             .unwrap()
             .0,
         "k2"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nonces recorded by ingest
+
+async fn case_ingest_refuses_a_reused_nonce_atomically(store: Store) {
+    let with_nonce = |item: IngestItem, nonce: &str| IngestItem {
+        nonce: Some(("xfbench".to_owned(), nonce.to_owned(), i64::MAX)),
+        ..item
+    };
+    let first = store
+        .ingest(with_nonce(sample_petition_item(1), "n-1"))
+        .await
+        .unwrap();
+    assert!(matches!(first, IngestOutcome::Created(_)), "{first:?}");
+    // Another record under the same nonce: refused, and nothing of it is stored.
+    let replay = store
+        .ingest(with_nonce(sample_petition_item(2), "n-1"))
+        .await
+        .unwrap();
+    assert_eq!(replay, IngestOutcome::Replayed);
+    let p2 = sample_petition(2);
+    assert!(store
+        .get_record_by_source(RecordKind::Petition, &p2.source.system, &p2.source.id)
+        .await
+        .unwrap()
+        .is_none());
+    // The nonce is also taken for other requests of that client, but free for other clients.
+    assert!(!store.use_nonce("xfbench", "n-1", i64::MAX).await.unwrap());
+    assert!(store.use_nonce("xfother", "n-1", i64::MAX).await.unwrap());
+    // Two requests with one nonce in one commit group: the first wins, the second is refused.
+    let (a, b) = tokio::join!(
+        store.ingest(with_nonce(sample_petition_item(3), "n-2")),
+        store.ingest(with_nonce(sample_petition_item(4), "n-2")),
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, IngestOutcome::Created(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == IngestOutcome::Replayed)
+            .count(),
+        1,
+        "{outcomes:?}"
     );
 }

@@ -22,7 +22,9 @@ use xfhub_store::{
 };
 
 use crate::app::AppState;
-use crate::auth::{division_denied, info_set_denied, remote_of, Caller};
+use crate::auth::{
+    division_denied, info_set_denied, nonce_reused, remote_of, Caller, PendingNonce,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, PathParam, Query};
 
@@ -44,6 +46,7 @@ use crate::extract::{JsonBody, PathParam, Query};
 pub async fn submit_petition(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    nonce: Option<Extension<PendingNonce>>,
     ConnectInfoOpt(remote): ConnectInfoOpt,
     headers: HeaderMap,
     JsonBody(p): JsonBody<Petition>,
@@ -71,6 +74,7 @@ pub async fn submit_petition(
         correlation_id: correlation_id(&headers),
         blind: Vec::new(),
         audit: Some(audit_draft(&caller, "petition.submit", remote)),
+        nonce: nonce.map(|Extension(n)| n.into_tuple()),
     };
     ingest(&s, item, DocKind::Petition, "/api/v1/petitions").await
 }
@@ -92,6 +96,7 @@ pub async fn submit_petition(
 pub async fn submit_workorder(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    nonce: Option<Extension<PendingNonce>>,
     ConnectInfoOpt(remote): ConnectInfoOpt,
     headers: HeaderMap,
     JsonBody(w): JsonBody<WorkOrder>,
@@ -120,6 +125,7 @@ pub async fn submit_workorder(
         correlation_id: correlation_id(&headers),
         blind: Vec::new(),
         audit: Some(audit_draft(&caller, "workorder.submit", remote)),
+        nonce: nonce.map(|Extension(n)| n.into_tuple()),
     };
     ingest(&s, item, DocKind::WorkOrder, "/api/v1/workorders").await
 }
@@ -190,6 +196,7 @@ async fn ingest(
             (StatusCode::OK, r)
         }
         IngestOutcome::Duplicate(r) => (StatusCode::OK, r),
+        IngestOutcome::Replayed => return Err(nonce_reused()),
         IngestOutcome::Conflict { version } => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

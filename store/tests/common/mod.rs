@@ -249,6 +249,7 @@ pub fn petition_item(p: &Petition) -> IngestItem {
         correlation_id: None,
         blind: Vec::new(),
         audit: None,
+        nonce: None,
     }
 }
 
@@ -271,6 +272,7 @@ pub fn workorder_item(w: &WorkOrder) -> IngestItem {
         correlation_id: None,
         blind: Vec::new(),
         audit: None,
+        nonce: None,
     }
 }
 
