@@ -325,6 +325,20 @@ tokio::task_local! {
     static ANONYMOUS_PLACEHOLDERS: bool;
 }
 
+/// Writes `rows` tuples of `width` placeholders, numbered from 1: `($1, $2), ($3, $4)`.
+fn push_tuples(sql: &mut String, rows: usize, width: usize) {
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 1..=width {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            placeholder(sql, r * width + c);
+        }
+        sql.push(')');
+    }
+}
+
 fn placeholder(sql: &mut String, n: usize) {
     if ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false) {
         sql.push('?');
@@ -550,22 +564,14 @@ async fn insert_rows_with(
         let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
         sql.push_str(head);
         sql.push_str(" VALUES ");
-        let mut n = 0;
-        for (r, row) in chunk.iter().enumerate() {
-            if r > 0 {
-                sql.push_str(", ");
-            }
-            if row_template.is_empty() {
-                sql.push('(');
-                for c in 0..row.len() {
-                    n += 1;
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    placeholder(&mut sql, n);
+        if row_template.is_empty() {
+            push_tuples(&mut sql, chunk.len(), width);
+        } else {
+            let mut n = 0;
+            for r in 0..chunk.len() {
+                if r > 0 {
+                    sql.push_str(", ");
                 }
-                sql.push(')');
-            } else {
                 for part in row_template.split_inclusive('?') {
                     match part.strip_suffix('?') {
                         Some(text) => {
@@ -676,16 +682,7 @@ async fn ingest_batch(
             "SELECT id, kind, source_system, source_id, version, received_at FROM records \
              WHERE (kind, source_system, source_id) IN (VALUES ",
         );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for c in 1..=3 {
-                if c > 1 {
-                    sql.push_str(", ");
-                }
-                placeholder(&mut sql, 3 * i + c);
-            }
-            sql.push(')');
-        }
+        push_tuples(&mut sql, chunk.len(), 3);
         sql.push(')');
         let mut q = sqlx::query(&sql);
         for (k, s, i) in chunk {
@@ -714,16 +711,7 @@ async fn ingest_batch(
             "SELECT kind, source_system, source_id, version, digest, receipt FROM record_versions \
              WHERE (kind, source_system, source_id, version) IN (VALUES ",
         );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for c in 1..=4 {
-                if c > 1 {
-                    sql.push_str(", ");
-                }
-                placeholder(&mut sql, 4 * i + c);
-            }
-            sql.push(')');
-        }
+        push_tuples(&mut sql, chunk.len(), 4);
         sql.push(')');
         let mut q = sqlx::query(&sql);
         for it in chunk {

@@ -17,6 +17,20 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{PathParam, Query};
 
+/// `limit` of an admin listing: 1 to 1000, default 100.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_param(
+            "limit",
+            "must be between 1 and 1000",
+            "必须在 1 到 1000 之间",
+        ))
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Trail {
     pub message_id: String,
@@ -72,14 +86,7 @@ pub async fn dead_letters(
     State(s): State<AppState>,
     Query(f): Query<DeadLetterFilter>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    let limit = f.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_param(
-            "limit",
-            "must be between 1 and 1000",
-            "必须在 1 到 1000 之间",
-        ));
-    }
+    let limit = page_limit(f.limit)?;
     let mut letters = s
         .store
         .dead_letters(!f.all.unwrap_or(false), limit)
@@ -175,14 +182,7 @@ pub async fn import_errors(
     axum::extract::Extension(caller): axum::extract::Extension<crate::auth::Caller>,
     Query(f): Query<ImportErrorFilter>,
 ) -> Result<Json<Vec<ImportError>>, ApiError> {
-    let limit = f.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_param(
-            "limit",
-            "must be between 1 and 1000",
-            "必须在 1 到 1000 之间",
-        ));
-    }
+    let limit = page_limit(f.limit)?;
     let mut errors = s
         .store
         .import_errors(limit)
