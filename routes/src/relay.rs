@@ -11,7 +11,7 @@ use xfhub_store::Store;
 
 use crate::Bus;
 
-const BATCH: u32 = 512;
+const BATCH: u32 = 128;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Handle to wake the relay when new outbox rows have committed.
