@@ -15,7 +15,10 @@ mod read;
 mod security;
 mod writer;
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -131,7 +134,7 @@ async fn pool(backend: Backend, url: &str, connections: u32) -> Result<AnyPool> 
                         // connection, where the writer would stall behind them.
                         // A backstop only: if the background checkpoints fall far behind
                         // (readers holding old snapshots), the writer checkpoints itself.
-                        conn.execute("PRAGMA wal_autocheckpoint=65536").await?;
+                        conn.execute("PRAGMA wal_autocheckpoint=131072").await?;
                         // Truncate the log back to 64 MiB after a checkpoint reset it.
                         conn.execute("PRAGMA journal_size_limit=67108864").await?;
                         conn.execute("PRAGMA foreign_keys=ON").await?;
@@ -178,14 +181,21 @@ impl Store {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let read = pool(backend, &url, opts.read_connections.max(1)).await?;
         let (tx, rx) = mpsc::channel(opts.max_batch * 8);
+        let activity = Activity::default();
         tokio::spawn(writer::run(
             write,
             rx,
             opts.max_batch.max(1),
             backend == Backend::Sqlite,
+            activity.clone(),
         ));
         if backend == Backend::Sqlite {
-            tokio::spawn(checkpoints(read.clone(), tx.downgrade()));
+            tokio::spawn(checkpoints(
+                read.clone(),
+                tx.downgrade(),
+                activity,
+                wal_path(&opts.url),
+            ));
         }
         Ok(Store {
             backend,
@@ -225,16 +235,46 @@ impl Store {
     }
 }
 
+/// When the writer last committed (ms), for the checkpointer to find quiet moments.
+pub(crate) type Activity = Arc<AtomicI64>;
+
+/// Quiet time after the last commit before a checkpoint runs.
+const CHECKPOINT_QUIET_MS: i64 = 200;
+/// WAL size beyond which a checkpoint runs even under load.
+const CHECKPOINT_WAL_CAP: u64 = 256 * 1024 * 1024;
+
 /// Copies the SQLite write-ahead log into the database file in the background, so that
-/// commits never wait for it; a PASSIVE checkpoint never blocks the writer or the readers.
-/// Stops when the store is gone.
-async fn checkpoints(read: AnyPool, writer: mpsc::WeakSender<writer::Job>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+/// commits never wait for it. A checkpoint syncs the database file, and on ext4 that sync and
+/// the writer's log syncs queue behind one another: measured, checkpoints every 500 ms under
+/// load turned a 28 ms p99 into 80 ms. So checkpoints run when the writer has been quiet for
+/// a moment, or when the log passes 256 MiB. A PASSIVE checkpoint never blocks the writer or
+/// the readers. Stops when the store is gone.
+async fn checkpoints(
+    read: AnyPool,
+    writer: mpsc::WeakSender<writer::Job>,
+    activity: Activity,
+    wal: Option<PathBuf>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_checkpoint = 0;
     loop {
         tick.tick().await;
         if writer.upgrade().is_none() || read.is_closed() {
             return;
         }
+        let last_commit = activity.load(Ordering::Relaxed);
+        if last_commit <= last_checkpoint {
+            continue; // nothing new in the log
+        }
+        let quiet = now_ms() - last_commit >= CHECKPOINT_QUIET_MS;
+        let large = wal
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() >= CHECKPOINT_WAL_CAP);
+        if !(quiet || large) {
+            continue;
+        }
+        last_checkpoint = now_ms();
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&read)
             .await
@@ -242,6 +282,15 @@ async fn checkpoints(read: AnyPool, writer: mpsc::WeakSender<writer::Job>) {
             tracing::warn!(error = %e, "StoreCheckpointError");
         }
     }
+}
+
+/// The `-wal` file of a SQLite URL.
+fn wal_path(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}-wal")))
 }
 
 /// Milliseconds since the epoch, the store's time unit.

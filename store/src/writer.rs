@@ -348,13 +348,24 @@ fn placeholder(sql: &mut String, n: usize) {
     }
 }
 
-pub(crate) async fn run(pool: AnyPool, rx: mpsc::Receiver<Job>, max_batch: usize, sqlite: bool) {
+pub(crate) async fn run(
+    pool: AnyPool,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    sqlite: bool,
+    activity: crate::Activity,
+) {
     ANONYMOUS_PLACEHOLDERS
-        .scope(sqlite, run_loop(pool, rx, max_batch))
+        .scope(sqlite, run_loop(pool, rx, max_batch, activity))
         .await
 }
 
-async fn run_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+async fn run_loop(
+    pool: AnyPool,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    activity: crate::Activity,
+) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut state = WriterState::default();
     while let Some(first) = rx.recv().await {
@@ -367,6 +378,7 @@ async fn run_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>, max_batch: usize) 
         }
         let size = jobs.len();
         commit_group(&pool, std::mem::take(&mut jobs), &mut state).await;
+        activity.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         metrics::histogram!("xfhub_store_group_size").record(size as f64);
         metrics::counter!("xfhub_store_commits_total").increment(1);
     }
