@@ -95,6 +95,22 @@ impl std::fmt::Debug for RateLimits {
 
 impl RateLimits {
     pub fn new(config: &RateLimitsConfig) -> RateLimits {
+        // The limits in force, visible next to the refusals they cause.
+        for (group, c) in [
+            ("submit", &config.submit),
+            ("read", &config.read),
+            ("admin", &config.admin),
+        ] {
+            for (scope, per_sec, burst) in [
+                ("global", c.global_per_sec, c.global_burst),
+                ("client", c.client_per_sec, c.client_burst),
+            ] {
+                metrics::gauge!("xfhub_rate_limit_per_second", "group" => group, "scope" => scope)
+                    .set(f64::from(per_sec));
+                metrics::gauge!("xfhub_rate_limit_burst", "group" => group, "scope" => scope)
+                    .set(f64::from(burst));
+            }
+        }
         RateLimits {
             inner: Arc::new(Inner {
                 submit: GroupLimiter::new(&config.submit),
