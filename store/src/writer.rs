@@ -184,7 +184,10 @@ pub struct ImportErrorItem {
     pub source: String,
     pub kind: String,
     pub source_ref: Option<String>,
+    /// The input as received. It may hold personal data: callers store it sealed
+    /// (`KeyRing::seal_bytes`); the admin listing opens it only for `pii:read`.
     pub raw: String,
+    /// Every reason, as field errors; never personal data.
     pub reasons: Value,
 }
 
