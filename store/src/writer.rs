@@ -656,7 +656,7 @@ async fn insert_hops(tx: &mut Tx, hops: &[Hop<'_>]) -> Result<()> {
     Ok(())
 }
 
-fn outbox_row(envelope: &Envelope<Value>, now: i64) -> Result<Vec<Arg<'static>>> {
+fn outbox_row<T: Serialize>(envelope: &Envelope<T>, now: i64) -> Result<Vec<Arg<'static>>> {
     Ok(vec![
         Arg::Owned(envelope.message_id.to_string()),
         Arg::Owned(envelope.message_type.clone()),
@@ -838,12 +838,8 @@ async fn ingest_batch(
             updated_at: from_ms(now),
             data: &it.data,
         };
-        let mut envelope = Envelope::new(
-            &message_type,
-            &it.source_system,
-            &it.division,
-            serde_json::to_value(&record)?,
-        );
+        // Serialized straight from the borrowed record: no copy of the document.
+        let mut envelope = Envelope::new(&message_type, &it.source_system, &it.division, record);
         if let Some(c) = it.correlation_id {
             envelope.correlation_id = c;
         }
