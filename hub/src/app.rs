@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use xfhub_routes::runtime::run_consumer;
-use xfhub_routes::trail::{TrailConsumer, TRAIL_PATTERNS, TRAIL_QUEUE};
-use xfhub_routes::{Bus, EmbeddedBus, Relay, RetryPolicy, Router as BusRouter};
+use xfhub_routes::trail::{TrailConsumer, TRAIL_QUEUE};
+use xfhub_routes::{ActiveRoutes, Bus, EmbeddedBus, Relay, RetryPolicy, TableSource};
 use xfhub_schemas::CodeTables;
 use xfhub_store::{Store, StoreOptions};
 
@@ -24,6 +24,10 @@ use crate::api;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::telemetry;
+
+/// The queues some consumer of this build reads (a routing rule sending elsewhere is warned
+/// about).
+pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE];
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,6 +44,8 @@ pub struct AppState {
     /// Recently read partner clients.
     pub clients: crate::auth::ClientCache,
     pub auth: crate::auth::AuthSettings,
+    /// The routing table in force, its source and its reloads.
+    pub routes: ActiveRoutes,
 }
 
 /// A started hub: state plus the background tasks (relay, consumers).
@@ -53,17 +59,29 @@ pub struct Hub {
 impl Hub {
     /// Opens the store and starts the relay and the consumers.
     pub async fn start(config: Config) -> anyhow::Result<Hub> {
+        // The routing table first: an invalid file stops the start before anything opens.
+        let source = match &config.routes.file {
+            Some(path) => TableSource::File(path.clone()),
+            None => TableSource::BuiltIn,
+        };
+        let (table, warnings) = source.load(CONSUMER_QUEUES).map_err(|errors| {
+            anyhow::anyhow!("invalid routing table {source}:\n  {}", errors.join("\n  "))
+        })?;
+        for warning in &warnings {
+            tracing::warn!(source = %source, warning = %warning, "RouteTableWarning");
+        }
         let url = config.database_url();
         if url.starts_with("sqlite:") {
             std::fs::create_dir_all(&config.data_dir)?;
         }
         let store = Store::open(StoreOptions::new(url)).await?;
-        let mut routing = BusRouter::new();
-        routing.subscribe(TRAIL_QUEUE, TRAIL_PATTERNS);
-        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(store.clone(), routing));
+        let embedded = EmbeddedBus::new(store.clone(), table);
+        let routes = ActiveRoutes::new(embedded.table_handle(), source, CONSUMER_QUEUES);
+        let bus: Arc<dyn Bus> = Arc::new(embedded);
         let relay = Relay::new();
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        tasks.spawn(routes.clone().watch(stop.clone()));
         tasks.spawn(relay.clone().run(store.clone(), bus.clone(), stop.clone()));
         let policy = RetryPolicy {
             max_attempts: config.bus.max_attempts,
@@ -92,6 +110,7 @@ impl Hub {
                 window_ms: config.security.signature_window_secs as i64 * 1000,
                 body_limit: config.limits.body_bytes,
             },
+            routes,
         };
         Ok(Hub {
             state,
@@ -244,5 +263,72 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xfhub_routes::ReloadOutcome;
+
+    const GOOD: &str = "version = \"v1\"\n[[rule]]\nname = \"trail\"\nmatch = \"#\"\nto = [\"trail\"]\ntap = true\n";
+
+    fn config(dir: &std::path::Path, routes: &std::path::Path) -> Config {
+        let mut config = Config {
+            data_dir: dir.to_owned(),
+            ..Default::default()
+        };
+        config.routes.file = Some(routes.to_owned());
+        config
+    }
+
+    #[tokio::test]
+    async fn a_bad_table_file_never_replaces_the_table_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.toml");
+        std::fs::write(&file, GOOD).unwrap();
+        let hub = Hub::start(config(dir.path(), &file)).await.unwrap();
+        let routes = hub.state.routes.clone();
+        assert_eq!(routes.table().version, "v1");
+        assert_eq!(routes.source(), &TableSource::File(file.clone()));
+
+        std::fs::write(
+            &file,
+            "version = \"v2\"\n[[rule]]\nname = \"trail\"\nmatch = \"#\"\nto = []\nwhen = { path = \"x\", lt = true }\n",
+        )
+        .unwrap();
+        let ReloadOutcome::Rejected { errors } = routes.reload() else {
+            panic!("an invalid file is rejected");
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(routes.table().version, "v1", "the old table stays");
+        let shown = crate::api::admin::routes(State(hub.state.clone())).await.0;
+        assert_eq!(shown.version, "v1");
+        assert_eq!(shown.source, file.display().to_string());
+        assert_eq!(shown.rules.len(), 1);
+        assert_eq!(shown.last_rejected.map(|r| r.errors), Some(errors));
+
+        std::fs::write(&file, GOOD.replace("v1", "v2")).unwrap();
+        assert!(
+            matches!(routes.reload(), ReloadOutcome::Applied { version, .. } if version == "v2")
+        );
+        assert_eq!(hub.state.routes.table().version, "v2");
+        assert!(routes.last_rejected().is_none());
+        hub.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn an_invalid_table_file_at_start_lists_every_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.toml");
+        std::fs::write(&file, "[[rule]]\nname = \"a\"\nmatch = \"a..b\"\nto = []\n").unwrap();
+        let err = Hub::start(config(dir.path(), &file))
+            .await
+            .err()
+            .expect("the hub refuses to start")
+            .to_string();
+        for e in ["bad pattern `a..b`", "to: empty", "version: missing"] {
+            assert!(err.contains(e), "{err}");
+        }
     }
 }

@@ -33,6 +33,19 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// TLS termination on every listener.
     pub tls: TlsConfig,
+    /// The routing table of the bus.
+    pub routes: RoutesConfig,
+}
+
+/// The routing table (`routes.toml`, see the README, "Routing table").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Routing table file. Default: the built-in table (`routes/routes.toml`, compiled in).
+    /// An invalid file at start is a startup error listing every error; a running hub checks
+    /// the file every 2 s and swaps in a changed file that validates (an invalid one is logged
+    /// with every error and the table in force stays).
+    pub file: Option<PathBuf>,
 }
 
 /// Keys for personal data at rest, and request signing.
@@ -229,6 +242,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             tls: TlsConfig::default(),
+            routes: RoutesConfig::default(),
         }
     }
 }
@@ -470,6 +484,7 @@ mod tests {
         assert_eq!(cfg.security.secret_grace_secs, d.security.secret_grace_secs);
         assert_eq!(cfg.key_file(), d.key_file());
         assert!(cfg.tls.files().is_none());
+        assert_eq!(cfg.routes.file, d.routes.file);
     }
 
     #[test]

@@ -57,6 +57,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The routing table (routes.toml).
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesCommand {
+    /// Validate a routing table file: prints every error and warning; exits 1 on errors.
+    Check { file: PathBuf },
+    /// Run the sample messages of a cases file (`[[case]]` with name, type, division, optional
+    /// payload, expect) through a table; prints PASS or FAIL per case and exits 1 on a mismatch.
+    Test {
+        cases: PathBuf,
+        /// Routing table file (default: the built-in table).
+        #[arg(long)]
+        table: Option<PathBuf>,
+    },
 }
 
 /// Which store a command works on (as `serve` would open it).
@@ -274,6 +293,12 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(reseal(&cfg))
         }
         Command::Clients { command } => rt.block_on(clients(command)),
+        Command::Routes { command } => {
+            if !routes(command) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { target },
         } => {
@@ -293,6 +318,70 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             })
+        }
+    }
+}
+
+/// `xfhub routes check | test`; false when the command should exit 1.
+fn routes(command: RoutesCommand) -> bool {
+    use xfhub_routes::cases::{parse_cases, run_cases};
+    use xfhub_routes::TableSource;
+
+    let load = |source: &TableSource| match source.load(app::CONSUMER_QUEUES) {
+        Ok((table, warnings)) => {
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            Some(table)
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("error: {e}");
+            }
+            println!("{source}: {} error(s)", errors.len());
+            None
+        }
+    };
+    match command {
+        RoutesCommand::Check { file } => {
+            let source = TableSource::File(file);
+            let Some(table) = load(&source) else {
+                return false;
+            };
+            let enabled = table.rules.iter().filter(|r| r.enabled).count();
+            println!(
+                "{source}: valid, version {}, {} rules ({enabled} enabled)",
+                table.version,
+                table.rules.len()
+            );
+            true
+        }
+        RoutesCommand::Test { cases, table } => {
+            let source = table.map_or(TableSource::BuiltIn, TableSource::File);
+            let Some(table) = load(&source) else {
+                return false;
+            };
+            let parsed = std::fs::read_to_string(&cases)
+                .map_err(|e| e.to_string())
+                .and_then(|text| parse_cases(&text));
+            let cases_list = match parsed {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("error: {}: {e}", cases.display());
+                    return false;
+                }
+            };
+            let results = run_cases(&table, &cases_list);
+            for r in &results {
+                println!("{r}");
+            }
+            let failed = results.iter().filter(|r| !r.passed()).count();
+            println!(
+                "{} passed, {failed} failed (table {source}, version {})",
+                results.len() - failed,
+                table.version
+            );
+            failed == 0
         }
     }
 }

@@ -6,14 +6,15 @@
 //! message is delivered at least once and survives `kill -9`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use xfhub_store::{now_ms, OutboxRow, Store};
 
-use crate::{Bus, BusError, Delivery, Router, Settlement};
+use crate::table::{RouteTable, TableHandle};
+use crate::{Bus, BusError, Delivery, Settlement};
 
 /// How long a leased message stays invisible to other deliveries.
 const LEASE_MS: i64 = 60_000;
@@ -23,21 +24,33 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct EmbeddedBus {
     store: Store,
-    router: Arc<RwLock<Router>>,
+    table: TableHandle,
     wakers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
 }
 
 impl EmbeddedBus {
-    pub fn new(store: Store, router: Router) -> Self {
+    /// A bus routing by `table` (a [`RouteTable`], or a [`crate::Router`] built in code).
+    pub fn new(store: Store, table: impl Into<RouteTable>) -> Self {
         EmbeddedBus {
             store,
-            router: Arc::new(RwLock::new(router)),
+            table: TableHandle::new(table.into()),
             wakers: Arc::default(),
         }
     }
 
-    pub fn router(&self) -> Router {
-        self.router.read().expect("router lock").clone()
+    /// The routing table in force.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.current()
+    }
+
+    /// The handle through which the table is replaced (hot reload).
+    pub fn table_handle(&self) -> TableHandle {
+        self.table.clone()
+    }
+
+    /// Routes every later publish by `table`.
+    pub fn replace_table(&self, table: RouteTable) {
+        self.table.replace(table);
     }
 
     fn waker(&self, queue: &str) -> Arc<Notify> {
@@ -65,14 +78,15 @@ impl Bus for EmbeddedBus {
         let mut unrouted = Vec::new();
         let mut touched: Vec<String> = Vec::new();
         {
-            let router = self.router.read().expect("router lock");
+            let table = self.table.current();
             for row in rows {
                 seqs.push(row.seq);
-                let queues = router.route(&row.routing_key);
-                if queues.is_empty() {
+                // The envelope is parsed only when a matching rule has a predicate.
+                let routing = table.resolve_text(&row.routing_key, &row.envelope);
+                if !routing.routed {
                     unrouted.push(row.message_id.clone());
                 }
-                for q in queues {
+                for q in routing.queues {
                     if !touched.contains(&q) {
                         touched.push(q.clone());
                     }
@@ -94,7 +108,7 @@ impl Bus for EmbeddedBus {
         queue: &str,
         prefetch: usize,
     ) -> Result<mpsc::Receiver<Delivery>, BusError> {
-        if !self.router.read().expect("router lock").has_queue(queue) {
+        if !self.table.current().has_queue(queue) {
             return Err(BusError::UnknownQueue(queue.to_owned()));
         }
         // One consumer per queue in this process: leases of a previous run are void.

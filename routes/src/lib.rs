@@ -1,14 +1,18 @@
 //! The bus of xfhub: the [`Bus`] trait, its durable [`embedded`] implementation on the store,
-//! the outbox [`relay`], the [`Router`] that maps routing keys to queues, and the consumer
+//! the outbox [`relay`], the declarative routing [`table`] (`routes.toml`) that maps routing keys
+//! and envelopes to queues, its hot [`reload`], the code-built [`Router`], and the consumer
 //! [`runtime`] (ack, retry with backoff, dead letter, idempotency).
 //!
 //! Delivery is at least once; effects are exactly once because a consumer's effects, its
 //! (consumer, message id) dedup key and its ack commit in one transaction of the store.
 
+pub mod cases;
 pub mod embedded;
 pub mod relay;
+pub mod reload;
 pub mod router;
 pub mod runtime;
+pub mod table;
 pub mod trail;
 
 use async_trait::async_trait;
@@ -19,8 +23,10 @@ use xfhub_store::{Effect, OutboxRow, StoreError};
 
 pub use embedded::EmbeddedBus;
 pub use relay::Relay;
+pub use reload::{ActiveRoutes, ReloadOutcome, TableSource};
 pub use router::{Router, Subscription};
 pub use runtime::{Handler, HandlerError, RetryPolicy};
+pub use table::{RouteTable, Routing, Rule, TableHandle};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {

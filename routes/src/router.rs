@@ -1,7 +1,11 @@
-//! Maps a routing key (`<type>.<division>`) to the queues subscribed to it.
+//! Maps a routing key (`<type>.<division>`) to the queues subscribed to it, built in code.
+//! The hub routes by the declarative [`RouteTable`]; a `Router` converts into one (a rule per
+//! queue, no predicate), which is how tests build a bus.
 //!
 //! Patterns use AMQP topic syntax so that the embedded bus and a broker route alike: words are
 //! separated by `.`, `*` matches exactly one word and `#` matches zero or more words.
+
+use crate::table::{RouteTable, Rule};
 
 /// A queue and the routing-key patterns it subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,19 @@ impl Router {
             .filter(|s| s.patterns.iter().any(|p| topic_matches(p, routing_key)))
             .map(|s| s.queue.clone())
             .collect()
+    }
+}
+
+impl From<Router> for RouteTable {
+    fn from(r: Router) -> RouteTable {
+        RouteTable {
+            version: "code".to_owned(),
+            rules: r
+                .subscriptions
+                .into_iter()
+                .map(|s| Rule::new(&s.queue, s.patterns, vec![s.queue.clone()]))
+                .collect(),
+        }
     }
 }
 
@@ -101,5 +118,12 @@ mod tests {
         assert_eq!(r.route("workorder.updated.430104"), ["trail", "warning"]);
         r.subscribe("warning", &["workorder.#"]);
         assert_eq!(r.route("petition.updated.430102"), ["trail"]);
+        let table = RouteTable::from(r);
+        let routing = table.resolve("workorder.updated.430104", None);
+        assert_eq!(routing.queues, ["trail", "warning"]);
+        assert!(
+            routing.routed,
+            "subscriptions built in code are not wire taps"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Admin: message trail, dead letters and their replay, import errors.
+//! Admin: message trail, dead letters and their replay, import errors, the routing table.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -200,4 +200,75 @@ pub async fn import_errors(
         }
     }
     Ok(Json(errors))
+}
+
+/// One rule of the routing table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RouteRuleInfo {
+    pub name: String,
+    /// Routing-key patterns (AMQP topic syntax over `<type>.<division>`).
+    #[serde(rename = "match")]
+    pub patterns: Vec<String>,
+    /// The predicate on the envelope, as written (absent: every matching key).
+    #[schema(value_type = Option<Object>)]
+    pub when: Option<serde_json::Value>,
+    /// Destination queues.
+    pub to: Vec<String>,
+    /// A wire tap: receives what it matches, never counts as routing the message.
+    pub tap: bool,
+    pub enabled: bool,
+}
+
+/// A reload of the table file that was refused; the table in force stayed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedReload {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Every error of the file.
+    pub errors: Vec<String>,
+}
+
+/// The routing table in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RouteTableInfo {
+    /// The table's `version`.
+    pub version: String,
+    /// `built-in`, or the path of the table file.
+    pub source: String,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    pub rules: Vec<RouteRuleInfo>,
+    /// The last refused reload, if the file was changed to something invalid since the last
+    /// good load.
+    pub last_rejected: Option<RejectedReload>,
+}
+
+fn time_of(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The routing table in force: version, source, rules, and the last refused reload.
+#[utoipa::path(get, path = "/admin/routes", tag = "admin",
+    responses((status = 200, body = RouteTableInfo)))]
+pub async fn routes(State(s): State<AppState>) -> Json<RouteTableInfo> {
+    let table = s.routes.table();
+    Json(RouteTableInfo {
+        version: table.version.clone(),
+        source: s.routes.source().to_string(),
+        loaded_at: time_of(s.routes.loaded_at_ms()),
+        rules: table
+            .rules
+            .iter()
+            .map(|r| RouteRuleInfo {
+                name: r.name.clone(),
+                patterns: r.patterns.clone(),
+                when: r.when_source.clone(),
+                to: r.to.clone(),
+                tap: r.tap,
+                enabled: r.enabled,
+            })
+            .collect(),
+        last_rejected: s.routes.last_rejected().map(|r| RejectedReload {
+            at: time_of(r.at_ms),
+            errors: r.errors,
+        }),
+    })
 }

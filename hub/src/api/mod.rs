@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/admin/dead-letters/{id}/replay", post(admin::replay))
         .route("/admin/import-errors", get(admin::import_errors))
+        .route("/admin/routes", get(admin::routes))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -65,13 +66,14 @@ pub fn routes() -> Router<AppState> {
         admin::dead_letters,
         admin::replay,
         admin::import_errors,
+        admin::routes,
     ),
     modifiers(&SignedRequests),
     tags(
         (name = "records", description = "Petitions and 12345 work orders"),
         (name = "reference", description = "Code tables"),
         (name = "operations", description = "Health, readiness, metrics"),
-        (name = "admin", description = "Message trail, dead letters, import errors"),
+        (name = "admin", description = "Message trail, dead letters, import errors, routing table"),
     )
 )]
 pub struct ApiDoc;
