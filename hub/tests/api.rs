@@ -1926,3 +1926,24 @@ async fn openapi_documents_every_route() {
     assert_eq!(doc, yaml);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_table_is_shown_to_admins() {
+    let t = TestHub::start().await;
+    let table = t.get_ok("/admin/routes").await;
+    assert_eq!(table["version"], "2026-11-28.1", "{table}");
+    let rules = table["rules"].as_array().expect("rules");
+    let trail = rules
+        .iter()
+        .find(|r| r["name"] == "trail")
+        .expect("the trail rule");
+    assert_eq!(trail["to"], json!(["trail"]), "{trail}");
+    // Rules of modules not in this build are listed, disabled.
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["name"] == "dispatch" && r["enabled"] == json!(false)),
+        "{table}"
+    );
+    t.stop().await;
+}
