@@ -137,6 +137,9 @@ async fn pool(backend: Backend, url: &str, connections: u32) -> Result<AnyPool> 
                         conn.execute("PRAGMA wal_autocheckpoint=131072").await?;
                         // Truncate the log back to 64 MiB after a checkpoint reset it.
                         conn.execute("PRAGMA journal_size_limit=67108864").await?;
+                        // 1 MiB of page cache per connection: the hot pages are the ends of a
+                        // few indexes; memory matters more (the OS caches the file anyway).
+                        conn.execute("PRAGMA cache_size=-1024").await?;
                         conn.execute("PRAGMA foreign_keys=ON").await?;
                     }
                     Backend::Postgres => {
