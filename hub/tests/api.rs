@@ -12,8 +12,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use chrono::{NaiveDate, Utc};
 use http_body_util::BodyExt;
@@ -47,27 +47,7 @@ struct TestHub {
 }
 
 /// What the router answered.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} answered a body that is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+type Answer = common::Reply;
 
 impl TestHub {
     async fn start() -> TestHub {
@@ -105,25 +85,7 @@ impl TestHub {
 
     /// Sends `req` without signing it.
     async fn send_as_is(&self, req: Request<Body>) -> Answer {
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("the router is infallible");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("the body can be read")
-            .to_bytes();
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        common::send(&self.app, req).await
     }
 
     async fn get(&self, uri: &str) -> Answer {
