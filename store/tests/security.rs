@@ -38,7 +38,10 @@ backend_tests!(
     case_rotation_cursor_round_trip,
 );
 
-backend_tests_with_url!(case_audit_log_is_append_only);
+backend_tests_with_url!(
+    case_audit_log_is_append_only,
+    case_two_writers_keep_one_audit_chain
+);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1038,4 +1041,40 @@ async fn case_ingest_refuses_a_reused_nonce_atomically(store: Store) {
         1,
         "{outcomes:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A second writing process (the CLI while a hub runs)
+
+/// The CLI appends audit entries through its own store while a hub's writer has the chain head
+/// cached: the hub's next append conflicts on the sequence number, its group is replayed with
+/// the head read again, and the chain stays one unbroken line.
+async fn case_two_writers_keep_one_audit_chain(hub: Store, url: String) {
+    let cli = Store::open(xfhub_store::StoreOptions {
+        read_connections: 1,
+        ..xfhub_store::StoreOptions::new(url)
+    })
+    .await
+    .expect("second store on the same database");
+    for round in 0..5 {
+        hub.audit(draft("hub", "petition.submit", &format!("h{round}")))
+            .await
+            .expect("hub appends");
+        cli.audit(draft("cli", "client.add", &format!("c{round}")))
+            .await
+            .expect("cli appends");
+        // The ingest path too: its audit entry follows the other writer's.
+        let outcome = hub
+            .ingest(IngestItem {
+                audit: Some(draft("hub", "petition.submit", "")),
+                ..sample_petition_item(900 + round)
+            })
+            .await
+            .expect("ingest after the other writer appended");
+        assert!(matches!(outcome, IngestOutcome::Created(_)), "{outcome:?}");
+    }
+    let rows = audit_all(&hub, 1000).await;
+    assert_eq!(rows.len(), 15);
+    assert_eq!(verify(&rows), 15);
+    cli.close().await;
 }
