@@ -249,3 +249,38 @@ pub async fn send(app: &Router, req: Request<Body>) -> Reply {
         body,
     }
 }
+
+/// An error body: `{code, message, message_zh, fields: [{path, code, message, message_zh}]}`.
+pub fn assert_error_body(what: &str, body: &Value, code: &str, fields: &[(&str, &str)]) {
+    assert_eq!(body["code"], code, "{what}: code of {body:#}");
+    for key in ["message", "message_zh"] {
+        assert!(
+            body[key].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {key} missing in {body:#}"
+        );
+    }
+    let mut got: Vec<(String, String)> = body["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no fields array in {body:#}"))
+        .iter()
+        .map(|f| {
+            for key in ["message", "message_zh"] {
+                assert!(
+                    f[key].as_str().is_some_and(|m| !m.is_empty()),
+                    "{what}: field {key} missing in {f:#}"
+                );
+            }
+            (
+                f["path"].as_str().expect("path").to_owned(),
+                f["code"].as_str().expect("code").to_owned(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = fields
+        .iter()
+        .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}: field errors of {body:#}");
+}
