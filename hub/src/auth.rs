@@ -183,10 +183,6 @@ pub fn remote_of(req_extensions: &axum::http::Extensions) -> String {
         .unwrap_or_default()
 }
 
-fn denied(status: StatusCode, code: &str, message: &str, message_zh: &str) -> ApiError {
-    ApiError::new(status, code, message, message_zh)
-}
-
 /// Verifies the signature, timestamp, nonce and scope of every request except the open
 /// routes, and attaches the [`Caller`]. Every refusal is audited.
 pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -274,7 +270,7 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
         .filter(|n| header(h, n).is_none())
         .collect();
     if !missing.is_empty() {
-        let mut e = denied(
+        let mut e = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth_missing",
             "the request is not signed: x-app-key, x-timestamp, x-nonce and x-signature are required",
@@ -290,7 +286,7 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
     let fail = |e: ApiError| (e, actor.clone());
     let client = s.clients.get(&s.store, &app_key).await.map_err(&fail)?;
     let Some(client) = client else {
-        return Err(fail(denied(
+        return Err(fail(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth_unknown_key",
             "unknown app key",
@@ -298,7 +294,7 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
         )));
     };
     if client.disabled {
-        return Err(fail(denied(
+        return Err(fail(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth_client_disabled",
             "this client is disabled",
@@ -308,10 +304,10 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
     let now = xfhub_store::now_ms();
     let timestamp = header(h, HEADER_TIMESTAMP).unwrap_or_default().to_owned();
     if let Err(e) = sign::check_timestamp(&timestamp, now, s.auth.window_ms) {
-        return Err(fail(denied(
+        return Err(fail(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth_timestamp",
-            &format!("timestamp rejected: {e}; send the current time in milliseconds"),
+            format!("timestamp rejected: {e}; send the current time in milliseconds"),
             "时间戳无效或超出允许的时间窗口",
         )));
     }
@@ -355,7 +351,7 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
         }
     });
     if !good {
-        return Err(fail(denied(
+        return Err(fail(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth_bad_signature",
             "the signature does not match the request",
@@ -411,7 +407,7 @@ impl PendingNonce {
 
 /// 401 for a nonce seen before.
 pub fn nonce_reused() -> ApiError {
-    denied(
+    ApiError::new(
         StatusCode::UNAUTHORIZED,
         "auth_nonce_reused",
         "this nonce was already used: the request is a replay",
@@ -421,31 +417,31 @@ pub fn nonce_reused() -> ApiError {
 
 /// 403 for a missing operation scope.
 pub fn scope_denied(scope: &str) -> ApiError {
-    denied(
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "auth_scope_denied",
-        &format!("this client lacks the scope {scope:?}"),
-        &format!("该接入系统没有 {scope} 权限"),
+        format!("this client lacks the scope {scope:?}"),
+        format!("该接入系统没有 {scope} 权限"),
     )
 }
 
 /// 403 for data of an info set the caller may not use.
 pub fn info_set_denied(set: &str) -> ApiError {
-    denied(
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "auth_info_set_denied",
-        &format!("this client may not use the info set {set:?}"),
-        &format!("该接入系统无权访问信息集 {set}"),
+        format!("this client may not use the info set {set:?}"),
+        format!("该接入系统无权访问信息集 {set}"),
     )
 }
 
 /// 403 for data of a division outside the caller's scope.
 pub fn division_denied(division: &str) -> ApiError {
-    denied(
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "auth_division_denied",
-        &format!("this client may not use data of division {division}"),
-        &format!("该接入系统无权访问区划 {division} 的数据"),
+        format!("this client may not use data of division {division}"),
+        format!("该接入系统无权访问区划 {division} 的数据"),
     )
     .with_field(
         "division",
