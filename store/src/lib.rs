@@ -11,6 +11,8 @@
 //! change is durable, and the change log's sequence is strictly increasing in commit order.
 //! Reads use a separate pool and never wait for the writer.
 
+mod ext;
+pub mod intake;
 mod read;
 mod security;
 mod writer;
@@ -29,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub use ext::{SqlValue, Stmt, Txn, TxnOutcome};
 pub use read::{DeadLetter, ImportError, ListQuery, OutboxRow, Page, StoredRecord, TrailHop};
 pub use security::{AuditDraft, AuditRow, ClientRecord, ResealTable};
 pub use writer::{

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use xfhub_schemas::{Envelope, Record};
 
+use crate::ext::{SqlValue, Stmt, Txn, TxnOutcome};
 use crate::security::{AuditDraft, ClientRecord, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
 
@@ -37,6 +38,7 @@ pub(crate) enum Job {
     PutClient(Box<ClientRecord>, AuditDraft, Reply<()>),
     Reseal(ResealTable, Vec<(String, String, String)>, Reply<u64>),
     RotationCursor(ResealTable, String, String, Reply<()>),
+    Txn(Box<Txn>, Reply<TxnOutcome>),
 }
 
 /// A validated canonical record to store, with the key columns the hub indexes.
@@ -148,6 +150,8 @@ pub enum Effect {
     },
     /// Publish a new message through the outbox.
     Publish(Envelope<Value>),
+    /// Write to the consumer's own tables (see [`crate::ext`]).
+    Sql(Stmt),
 }
 
 pub(crate) struct AckRequest {
@@ -200,6 +204,7 @@ enum Output {
     Bool(bool),
     Queue(Option<String>),
     Id(i64),
+    Txn(TxnOutcome),
 }
 
 fn deliver(job: Job, result: Result<Output>) {
@@ -229,6 +234,7 @@ fn deliver(job: Job, result: Result<Output>) {
         Job::Ack(_, r) => send!(r, Output::Bool(v) => v),
         Job::Replay(_, r) => send!(r, Output::Queue(v) => v),
         Job::ImportError(_, r) => send!(r, Output::Id(v) => v),
+        Job::Txn(_, r) => send!(r, Output::Txn(v) => v),
     }
 }
 
@@ -530,6 +536,7 @@ async fn apply_batched(tx: &mut Tx, jobs: &[&Job], state: &mut WriterState) -> R
                 rotation_cursor(tx, *table, key, cursor).await?;
                 Output::Unit
             }
+            Job::Txn(txn, _) => Output::Txn(apply_txn(tx, txn, state).await?),
         };
         outputs[i] = Some(out);
     }
@@ -1271,6 +1278,7 @@ async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
     let mut fresh = Vec::with_capacity(reqs.len());
     let mut hops = Vec::new();
     let mut outbox = Vec::new();
+    let mut statements = Vec::new();
     for r in reqs {
         // A pair repeated inside one group is fresh for its first ack only.
         let is_fresh = fresh_keys.remove(&(r.consumer.clone(), r.message_id.clone()));
@@ -1291,6 +1299,7 @@ async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
                         detail: detail.as_deref(),
                     }),
                     Effect::Publish(envelope) => outbox.push(outbox_row(envelope, now)?),
+                    Effect::Sql(stmt) => statements.push(stmt),
                 }
             }
         }
@@ -1307,6 +1316,9 @@ async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
         });
     }
     insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    for stmt in statements {
+        execute(tx, stmt).await?;
+    }
     let ids: Vec<String> = reqs
         .iter()
         .filter_map(|r| r.row_id)
@@ -1607,4 +1619,49 @@ impl Store {
     pub async fn record_import_error(&self, item: ImportErrorItem) -> Result<i64> {
         self.submit(|r| Job::ImportError(item, r)).await
     }
+}
+
+/// Runs one caller-written statement in the writer's transaction.
+async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
+    let mut q = sqlx::query(stmt.sql());
+    for a in stmt.args() {
+        q = match a {
+            SqlValue::Int(v) => q.bind(*v),
+            SqlValue::Real(v) => q.bind(*v),
+            SqlValue::Text(v) => q.bind(v.as_deref()),
+        };
+    }
+    Ok(q.execute(&mut **tx).await?.rows_affected())
+}
+
+/// Applies the parts of a [`Txn`] in order; an error fails the whole of it.
+async fn apply_txn(tx: &mut Tx, txn: &Txn, state: &mut WriterState) -> Result<TxnOutcome> {
+    let items: Vec<&IngestItem> = txn.ingests.iter().collect();
+    let ingests = if items.is_empty() {
+        Vec::new()
+    } else {
+        ingest_batch(tx, &items, state).await?
+    };
+    let mut import_errors = Vec::with_capacity(txn.import_errors.len());
+    for item in &txn.import_errors {
+        import_errors.push(import_error(tx, item).await?);
+    }
+    let now = now_ms();
+    let outbox = txn
+        .publish
+        .iter()
+        .map(|e| outbox_row(e, now))
+        .collect::<Result<Vec<_>>>()?;
+    insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    let mut rows_affected = Vec::with_capacity(txn.statements.len());
+    for stmt in &txn.statements {
+        rows_affected.push(execute(tx, stmt).await?);
+    }
+    let audit = state.append_audits(tx, &txn.audit).await?;
+    Ok(TxnOutcome {
+        ingests,
+        import_errors,
+        rows_affected,
+        audit,
+    })
 }

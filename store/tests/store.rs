@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use sqlx::Row;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 use xfhub_schemas::{sample_petition, sample_workorder, Envelope, Petition, Record};
 use xfhub_store::{
-    now_ms, Effect, ImportErrorItem, IngestOutcome, ListQuery, Receipt, ReceiptStatus, RecordKind,
-    Store, StoreError, StoredRecord,
+    now_ms, AuditDraft, Effect, ImportErrorItem, IngestOutcome, ListQuery, Receipt, ReceiptStatus,
+    RecordKind, Stmt, Store, StoreError, StoredRecord, Txn,
 };
 
 use common::{
@@ -34,6 +35,8 @@ backend_tests!(
     case_import_errors_insert_and_list,
     case_failed_operation_is_isolated_in_its_group,
     case_dead_letter_with_unreadable_envelope_is_listed,
+    case_transact_applies_everything_or_nothing,
+    case_sql_effect_commits_with_its_ack_once,
 );
 
 /// A language collation (ICU `en-US`, as most PostgreSQL installations use instead of `C`):
@@ -1200,4 +1203,160 @@ async fn case_dead_letter_with_unreadable_envelope_is_listed(store: Store) {
     let again = store.lease("q", 10, 60_000).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].envelope, "{not json", "replayed unchanged");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extension points: atomic transactions and SQL effects
+
+async fn dedup_rows(store: &Store, consumer: &str) -> Vec<String> {
+    Stmt::new("SELECT message_id FROM consumer_dedup WHERE consumer = $1 ORDER BY message_id")
+        .bind(consumer)
+        .query()
+        .fetch_all(store.reader())
+        .await
+        .expect("read dedup rows")
+        .iter()
+        .map(|r| r.get::<String, _>("message_id"))
+        .collect()
+}
+
+/// A `Txn` commits its records, rejects, messages, statements and audit entries together; when
+/// one statement fails, none of it is stored.
+async fn case_transact_applies_everything_or_nothing(store: Store) {
+    // `consumer_dedup` stands in for a feature's own table (a connector cursor, say).
+    let reject = ImportErrorItem {
+        source: "provincial".into(),
+        kind: "petition".into(),
+        source_ref: Some("XF-1".into()),
+        raw: "<xf/>".into(),
+        reasons: json!([{ "path": "xfxs", "code": "unknown_code" }]),
+    };
+    let cause: Envelope<Value> = Envelope::new("probe.sent", "test", "430102", json!({}));
+    let audit = AuditDraft {
+        actor: "connector:provincial".into(),
+        action: "pull".into(),
+        target: "page 1".into(),
+        outcome: "ok".into(),
+        remote: String::new(),
+        detail: String::new(),
+    };
+    let out = store
+        .transact(Txn {
+            ingests: vec![sample_petition_item(1), sample_petition_item(2), sample_petition_item(1)],
+            import_errors: vec![reject.clone()],
+            publish: vec![cause.clone()],
+            statements: vec![
+                Stmt::new("INSERT INTO consumer_dedup (consumer, message_id, processed_at) VALUES ($1, $2, $3)")
+                    .bind("cursor")
+                    .bind("page-1")
+                    .bind(now_ms()),
+                Stmt::new("UPDATE consumer_dedup SET processed_at = $1 WHERE consumer = $2")
+                    .bind(Some(7_i64))
+                    .bind("cursor"),
+            ],
+            audit: vec![audit.clone()],
+        })
+        .await
+        .expect("transact");
+    assert!(matches!(out.ingests[0], IngestOutcome::Created(_)));
+    assert!(matches!(out.ingests[1], IngestOutcome::Created(_)));
+    assert!(
+        matches!(out.ingests[2], IngestOutcome::Duplicate(_)),
+        "repeat inside one txn"
+    );
+    assert_eq!(out.import_errors.len(), 1);
+    assert_eq!(out.rows_affected, vec![1, 1]);
+    assert_eq!(out.audit.len(), 1);
+    assert_eq!(changes(&store).await.len(), 2);
+    let unsent = unsent_ids(&store).await;
+    assert_eq!(
+        unsent.len(),
+        3,
+        "two records' messages and the published one"
+    );
+    assert!(unsent.contains(&cause.message_id.to_string()));
+    assert_eq!(store.import_errors(10).await.unwrap().len(), 1);
+    assert_eq!(
+        dedup_rows(&store, "cursor").await,
+        vec!["page-1".to_owned()]
+    );
+
+    // The second statement fails (the same key again): nothing of this txn is stored.
+    let err = store
+        .transact(Txn {
+            ingests: vec![sample_petition_item(3)],
+            import_errors: vec![reject],
+            publish: vec![Envelope::new("probe.sent", "test", "430102", json!({}))],
+            statements: vec![
+                Stmt::new("INSERT INTO consumer_dedup (consumer, message_id, processed_at) VALUES ($1, $2, $3)")
+                    .bind("cursor")
+                    .bind("page-2")
+                    .bind(now_ms()),
+                Stmt::new("INSERT INTO consumer_dedup (consumer, message_id, processed_at) VALUES ($1, $2, $3)")
+                    .bind("cursor")
+                    .bind("page-1")
+                    .bind(now_ms()),
+            ],
+            audit: vec![audit],
+        })
+        .await;
+    assert!(matches!(err, Err(StoreError::Database(_))), "{err:?}");
+    assert_eq!(
+        changes(&store).await.len(),
+        2,
+        "no record of the failed txn"
+    );
+    assert_eq!(
+        unsent_ids(&store).await.len(),
+        3,
+        "no message of the failed txn"
+    );
+    assert_eq!(store.import_errors(10).await.unwrap().len(), 1);
+    assert_eq!(
+        dedup_rows(&store, "cursor").await,
+        vec!["page-1".to_owned()]
+    );
+    assert_eq!(store.audit_page(0, 10).await.unwrap().len(), 1);
+    assert!(store
+        .get_record_by_source(RecordKind::Petition, "api", &sample_petition(3).source.id)
+        .await
+        .unwrap()
+        .is_none());
+
+    // The store goes on: the same records in a good txn commit.
+    let out = store
+        .transact(Txn {
+            ingests: vec![sample_petition_item(3)],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(out.ingests[0], IngestOutcome::Created(_)));
+}
+
+/// A consumer's SQL effect commits with its ack and is not applied again on redelivery.
+async fn case_sql_effect_commits_with_its_ack_once(store: Store) {
+    let effect = |n: i64| {
+        Effect::Sql(
+            Stmt::new("INSERT INTO consumer_dedup (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO UPDATE SET processed_at = consumer_dedup.processed_at + $3")
+                .bind("tags")
+                .bind("m-1")
+                .bind(n),
+        )
+    };
+    assert!(store
+        .ack("warning", "q", None, "m-1", 1, vec![effect(1)])
+        .await
+        .unwrap());
+    assert!(!store
+        .ack("warning", "q", None, "m-1", 2, vec![effect(10)])
+        .await
+        .unwrap());
+    let row = Stmt::new("SELECT processed_at FROM consumer_dedup WHERE consumer = $1")
+        .bind("tags")
+        .query()
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("processed_at"), 1, "applied once");
 }

@@ -18,7 +18,7 @@ use xfhub_schemas::{
 };
 use xfhub_security::pii::{self, DocKind};
 use xfhub_store::{
-    AuditDraft, IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, StoredRecord,
+    intake, AuditDraft, IngestItem, IngestOutcome, ListQuery, Receipt, RecordKind, StoredRecord,
 };
 
 use crate::app::AppState;
@@ -58,25 +58,12 @@ pub async fn submit_petition(
     if !caller.may_see_division(&p.appeal.division) {
         return Err(division_denied(&p.appeal.division));
     }
-    let item = IngestItem {
-        kind: RecordKind::Petition,
-        source_system: p.source.system.clone(),
-        source_id: p.source.id.clone(),
-        version: p.source.version,
-        digest: String::new(),
-        division: p.appeal.division.clone(),
-        form: Some(p.appeal.form.clone()),
-        purpose: Some(p.appeal.purpose.clone()),
-        content_class: Some(p.appeal.content_class.clone()),
-        status: p.status().as_str().to_owned(),
-        occurred_on: p.acceptance.complaint_date.to_string(),
-        data: serde_json::to_value(&p).map_err(|e| ApiError::internal("encode petition", &e))?,
-        correlation_id: correlation_id(&headers),
-        blind: Vec::new(),
-        audit: Some(audit_draft(&caller, "petition.submit", remote)),
-        nonce: nonce.map(|Extension(n)| n.into_tuple()),
-    };
-    ingest(&s, item, DocKind::Petition, "/api/v1/petitions").await
+    let mut item = intake::petition_item(&p, &s.keys.current())
+        .map_err(|e| ApiError::internal("encode petition", &e))?;
+    item.correlation_id = correlation_id(&headers);
+    item.audit = Some(audit_draft(&caller, "petition.submit", remote));
+    item.nonce = nonce.map(|Extension(n)| n.into_tuple());
+    ingest(&s, item, "/api/v1/petitions").await
 }
 
 /// Submits a 12345 work order; same idempotency rules as petitions.
@@ -108,26 +95,12 @@ pub async fn submit_workorder(
     if !caller.may_see_division(&w.division) {
         return Err(division_denied(&w.division));
     }
-    let item = IngestItem {
-        kind: RecordKind::Workorder,
-        source_system: w.source.system.clone(),
-        source_id: w.source.id.clone(),
-        version: w.source.version,
-        digest: String::new(),
-        division: w.division.clone(),
-        form: w.channel.clone(),
-        // Work orders keep their order type in the purpose column (its filter is `order_type`).
-        purpose: Some(w.order_type.clone()),
-        content_class: None,
-        status: w.state.clone(),
-        occurred_on: w.call_time.date_naive().to_string(),
-        data: serde_json::to_value(&w).map_err(|e| ApiError::internal("encode work order", &e))?,
-        correlation_id: correlation_id(&headers),
-        blind: Vec::new(),
-        audit: Some(audit_draft(&caller, "workorder.submit", remote)),
-        nonce: nonce.map(|Extension(n)| n.into_tuple()),
-    };
-    ingest(&s, item, DocKind::WorkOrder, "/api/v1/workorders").await
+    let mut item = intake::workorder_item(&w, &s.keys.current())
+        .map_err(|e| ApiError::internal("encode work order", &e))?;
+    item.correlation_id = correlation_id(&headers);
+    item.audit = Some(audit_draft(&caller, "workorder.submit", remote));
+    item.nonce = nonce.map(|Extension(n)| n.into_tuple());
+    ingest(&s, item, "/api/v1/workorders").await
 }
 
 fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
@@ -162,22 +135,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectInfoOpt {
     }
 }
 
-async fn ingest(
-    s: &AppState,
-    mut item: IngestItem,
-    kind: DocKind,
-    base: &str,
-) -> Result<Response, ApiError> {
-    // The digest covers the normalized canonical form, so the same content always hashes the
-    // same; it is keyed, because the document holds personal data.
-    let ring = s.keys.current();
-    let canonical = serde_json::to_vec(&item.data).map_err(|e| ApiError::internal("encode", &e))?;
-    item.digest = ring.keyed_digest(&canonical);
-    // Identity and phone numbers are sealed before anything is stored or published.
-    item.blind = pii::seal_document(&ring, kind, &mut item.data)
-        .into_iter()
-        .map(|b| (b.field.to_owned(), b.digest))
-        .collect();
+async fn ingest(s: &AppState, item: IngestItem, base: &str) -> Result<Response, ApiError> {
     let (source_id, version) = (item.source_id.clone(), item.version);
     let outcome = s
         .store

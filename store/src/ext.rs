@@ -1,0 +1,197 @@
+//! Extension points for the crates above the store (connectors, modules, gateway features) that
+//! own tables of their own: plain SQL statements applied by the group-commit writer, either
+//! together with records and messages in one atomic [`Txn`], or as consumer effects committed
+//! with an ack ([`crate::Effect::Sql`]). Reads of such tables go through [`Store::reader`].
+//!
+//! Statements are written once for both backends with `$N` placeholders. Keep to the types
+//! both backends share: `BIGINT` / `INTEGER` (bound as `i64`), `DOUBLE PRECISION` / `REAL`,
+//! `TEXT`.
+
+use serde_json::Value;
+use sqlx::AnyPool;
+use xfhub_schemas::Envelope;
+
+use crate::security::AuditDraft;
+use crate::writer::{ImportErrorItem, IngestItem, IngestOutcome};
+use crate::{Result, Store};
+
+/// A bind value. Nulls are typed, because PostgreSQL checks a parameter's type against its
+/// column even when the value is NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(Some(v))
+    }
+}
+impl From<i32> for SqlValue {
+    fn from(v: i32) -> Self {
+        SqlValue::Int(Some(i64::from(v)))
+    }
+}
+impl From<u32> for SqlValue {
+    fn from(v: u32) -> Self {
+        SqlValue::Int(Some(i64::from(v)))
+    }
+}
+/// Flags are stored as 0 / 1 integers on both backends.
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> Self {
+        SqlValue::Int(Some(i64::from(v)))
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Real(Some(v))
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(Some(v))
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(Some(v.to_owned()))
+    }
+}
+impl From<&String> for SqlValue {
+    fn from(v: &String) -> Self {
+        SqlValue::Text(Some(v.clone()))
+    }
+}
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<Option<f64>> for SqlValue {
+    fn from(v: Option<f64>) -> Self {
+        SqlValue::Real(v)
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl From<Option<&str>> for SqlValue {
+    fn from(v: Option<&str>) -> Self {
+        SqlValue::Text(v.map(str::to_owned))
+    }
+}
+
+/// One SQL statement with `$N` placeholders and its bind values, in order.
+///
+/// ```
+/// # use xfhub_store::Stmt;
+/// let s = Stmt::new("UPDATE connector_cursors SET cursor = $1 WHERE name = $2")
+///     .bind("2024-03-05T10:00:00Z")
+///     .bind("provincial");
+/// assert_eq!(s.args().len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    sql: String,
+    args: Vec<SqlValue>,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Stmt {
+            sql: sql.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends the value of the next placeholder.
+    pub fn bind(mut self, v: impl Into<SqlValue>) -> Self {
+        self.args.push(v.into());
+        self
+    }
+
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    pub fn args(&self) -> &[SqlValue] {
+        &self.args
+    }
+
+    /// The statement as an sqlx query, for reads through [`Store::reader`].
+    pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.sql);
+        for a in &self.args {
+            q = match a {
+                SqlValue::Int(v) => q.bind(*v),
+                SqlValue::Real(v) => q.bind(*v),
+                SqlValue::Text(v) => q.bind(v.as_deref()),
+            };
+        }
+        q
+    }
+}
+
+/// Writes applied atomically: all of them commit in one transaction, or none does. The writer
+/// applies them in the order of the fields: ingests, import errors, published messages,
+/// statements, audit entries. A pull connector puts the records of a page, the page's rejects
+/// and its cursor update in one `Txn`, so the cursor never runs ahead of what it covers.
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    /// Records to store; each answers as [`Store::ingest`] would (a repeat is a
+    /// [`IngestOutcome::Duplicate`] and publishes nothing).
+    pub ingests: Vec<IngestItem>,
+    /// Records that failed mapping or validation.
+    pub import_errors: Vec<ImportErrorItem>,
+    /// Messages to publish through the outbox.
+    pub publish: Vec<Envelope<Value>>,
+    /// Writes to the caller's own tables.
+    pub statements: Vec<Stmt>,
+    /// Entries for the audit chain.
+    pub audit: Vec<AuditDraft>,
+}
+
+impl Txn {
+    pub fn is_empty(&self) -> bool {
+        self.ingests.is_empty()
+            && self.import_errors.is_empty()
+            && self.publish.is_empty()
+            && self.statements.is_empty()
+            && self.audit.is_empty()
+    }
+}
+
+/// What a [`Txn`] did, each list in the order of its input.
+#[derive(Debug, Clone, Default)]
+pub struct TxnOutcome {
+    pub ingests: Vec<IngestOutcome>,
+    /// Ids of the stored import errors.
+    pub import_errors: Vec<i64>,
+    /// Rows affected by each statement.
+    pub rows_affected: Vec<u64>,
+    /// Sequence numbers of the audit entries.
+    pub audit: Vec<i64>,
+}
+
+impl Store {
+    /// Applies `txn` atomically in the writer's next group commit; durable when it returns.
+    pub async fn transact(&self, txn: Txn) -> Result<TxnOutcome> {
+        if txn.is_empty() {
+            return Ok(TxnOutcome::default());
+        }
+        self.submit(|r| crate::writer::Job::Txn(Box::new(txn), r))
+            .await
+    }
+
+    /// The read pool, for queries on tables a feature owns. Never write through it: writes
+    /// go through the writer ([`Store::transact`], [`crate::Effect::Sql`]), which keeps one
+    /// writer per database and commits in groups.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+}
