@@ -1,3 +1,4 @@
 //! Pure mappings between partner shapes and the canonical schemas of xfhub, with the
 //! external-to-canonical code maps as data files. No I/O, no tokio: every function here takes
 //! bytes or values and returns canonical values or mapping errors naming the field and value.
+pub mod excel;
