@@ -1,2 +1,4 @@
 //! Realistic fakes of xfhub's partner systems, seeded by a deterministic generator and with
 //! fault injection, startable in-process from tests or through the `xfhub-mocks` binary.
+
+pub mod sms;
