@@ -177,6 +177,7 @@ impl Bus for EmbeddedBus {
                         raw: m.envelope,
                         attempt: m.attempt,
                         row_id: Some(m.row_id),
+                        acker: None,
                         _permit: Some(permit),
                     };
                     if let Err(mpsc::error::SendError(d)) = tx.send(d).await {

@@ -6,6 +6,7 @@
 //! Delivery is at least once; effects are exactly once because a consumer's effects, its
 //! (consumer, message id) dedup key and its ack commit in one transaction of the store.
 
+pub mod amqp;
 pub mod cases;
 pub mod embedded;
 pub mod relay;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use xfhub_schemas::Envelope;
 use xfhub_store::{Effect, OutboxRow, StoreError};
 
+pub use amqp::{AmqpBus, AmqpConfig};
 pub use embedded::EmbeddedBus;
 pub use relay::Relay;
 pub use reload::{ActiveRoutes, ReloadOutcome, TableSource};
@@ -34,6 +36,9 @@ pub enum BusError {
     Store(#[from] StoreError),
     #[error("unknown queue {0}")]
     UnknownQueue(String),
+    /// The broker is unreachable or refused the operation (AMQP bus); retried later.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 /// One delivery of a message to a consumer. Dropping it without settling leaves the message to
@@ -48,6 +53,8 @@ pub struct Delivery {
     pub attempt: i64,
     /// Embedded bus: the queue row holding the message.
     pub(crate) row_id: Option<i64>,
+    /// AMQP bus: settles the broker's delivery.
+    pub(crate) acker: Option<lapin::acker::Acker>,
     /// Holds one of the consumer's prefetch slots until the delivery is settled or dropped.
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
@@ -70,7 +77,8 @@ pub enum Settlement {
     DeadLetter { reason: String },
 }
 
-/// A message bus. Implementations: [`EmbeddedBus`] (durable queues in the store).
+/// A message bus. Implementations: [`EmbeddedBus`] (durable queues in the store) and
+/// [`AmqpBus`] (RabbitMQ).
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes outbox rows; returns once every row is durably held by the bus (stored, or
