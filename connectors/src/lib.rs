@@ -3,3 +3,10 @@
 //! connector never writes to another connector's tables.
 
 pub mod sms;
+
+pub mod hotline12345;
+pub mod provincial;
+pub mod pull;
+pub mod registry;
+
+pub use registry::{Connectors, ConnectorsConfig};

@@ -2,3 +2,11 @@
 //! fault injection, startable in-process from tests or through the `xfhub-mocks` binary.
 
 pub mod sms;
+
+pub mod core;
+pub mod faults;
+pub mod feed;
+pub mod generator;
+pub mod hotline12345;
+pub mod provincial;
+pub mod render;

@@ -2,3 +2,7 @@
 //! external-to-canonical code maps as data files. No I/O, no tokio: every function here takes
 //! bytes or values and returns canonical values or mapping errors naming the field and value.
 pub mod excel;
+
+pub mod codemap;
+pub mod hotline12345;
+pub mod provincial;
