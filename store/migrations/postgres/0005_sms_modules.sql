@@ -52,14 +52,7 @@ CREATE TABLE sms_recipients (
 );
 CREATE INDEX sms_recipients_phone ON sms_recipients (phone_digest, sent_at);
 
--- Word lists (sensitive 敏感词 / hot 热点词). The Excel issue (7) may create the same table in
--- 0004 with this very shape; IF NOT EXISTS keeps both orders working.
-CREATE TABLE IF NOT EXISTS word_lists (
-    list     TEXT NOT NULL,
-    word     TEXT NOT NULL,
-    category TEXT,
-    PRIMARY KEY (list, word)
-);
+-- Word lists live in `word_lists` (migration 0004, issue 7): list = 'sensitive' | 'hot'.
 
 -- Words matched in a record (tags), written by the warning module.
 CREATE TABLE record_tags (
