@@ -16,12 +16,12 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use xfhub_routes::runtime::run_consumer;
 use xfhub_routes::trail::{TrailConsumer, TRAIL_QUEUE};
-use xfhub_routes::{ActiveRoutes, Bus, EmbeddedBus, Relay, RetryPolicy, TableSource};
+use xfhub_routes::{ActiveRoutes, AmqpBus, Bus, EmbeddedBus, Relay, RetryPolicy, TableSource};
 use xfhub_schemas::CodeTables;
 use xfhub_store::{Store, StoreOptions};
 
 use crate::api;
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 use crate::error::ApiError;
 use crate::telemetry;
 
@@ -75,14 +75,46 @@ impl Hub {
             std::fs::create_dir_all(&config.data_dir)?;
         }
         let store = Store::open(StoreOptions::new(url)).await?;
-        let embedded = EmbeddedBus::new(store.clone(), table);
-        let routes = ActiveRoutes::new(embedded.table_handle(), source, CONSUMER_QUEUES);
-        let bus: Arc<dyn Bus> = Arc::new(embedded);
-        let relay = Relay::new();
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let (bus, table_handle): (Arc<dyn Bus>, _) = match config.bus.kind {
+            BusKind::Embedded => {
+                let embedded = EmbeddedBus::new(store.clone(), table);
+                let handle = embedded.table_handle();
+                (Arc::new(embedded), handle)
+            }
+            BusKind::Amqp => {
+                if store.backend() == xfhub_store::Backend::Sqlite {
+                    tracing::warn!(
+                        "AmqpWithSqlite: fine for one instance; several instances need one \
+                         PostgreSQL database (shared de-duplication and change log)"
+                    );
+                }
+                let amqp = AmqpBus::new(store.clone(), table, config.bus.amqp.clone());
+                // Connects now to report a wrong URL early; a broker that is down is waited
+                // for in the background (the outbox keeps what is not published).
+                if let Err(e) = amqp.connect().await {
+                    tracing::warn!(error = %e, "AmqpNotConnectedAtStart");
+                }
+                tasks.spawn(amqp.clone().collect_dead_letters(stop.clone()));
+                let handle = amqp.table_handle();
+                (Arc::new(amqp), handle)
+            }
+        };
+        let routes = ActiveRoutes::new(table_handle, source, CONSUMER_QUEUES);
+        let relay = Relay::new();
         tasks.spawn(routes.clone().watch(stop.clone()));
-        tasks.spawn(relay.clone().run(store.clone(), bus.clone(), stop.clone()));
+        if config.bus.kind == BusKind::Amqp {
+            // Instances share the outbox: one relay at a time (a lease).
+            tasks.spawn(xfhub_routes::amqp::run_leased_relay(
+                relay.clone(),
+                store.clone(),
+                bus.clone(),
+                stop.clone(),
+            ));
+        } else {
+            tasks.spawn(relay.clone().run(store.clone(), bus.clone(), stop.clone()));
+        }
         let policy = RetryPolicy {
             max_attempts: config.bus.max_attempts,
             base_delay: Duration::from_millis(config.bus.retry_base_ms),

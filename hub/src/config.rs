@@ -201,7 +201,8 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// `embedded`: durable queues in the store (the only kind in this release).
+    /// `embedded`: durable queues in the store (one process). `amqp`: RabbitMQ (`[bus.amqp]`),
+    /// for several hub instances sharing one PostgreSQL database and one broker.
     pub kind: BusKind,
     /// Unsettled deliveries a consumer holds at most (backpressure).
     pub prefetch: usize,
@@ -211,12 +212,15 @@ pub struct BusConfig {
     pub retry_base_ms: u64,
     /// Longest retry delay in milliseconds.
     pub retry_max_ms: u64,
+    /// The broker, exchange and queue names of `kind = "amqp"`.
+    pub amqp: xfhub_routes::AmqpConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BusKind {
     Embedded,
+    Amqp,
 }
 
 /// Log output.
@@ -275,6 +279,7 @@ impl Default for BusConfig {
             max_attempts: 5,
             retry_base_ms: 500,
             retry_max_ms: 300_000,
+            amqp: xfhub_routes::AmqpConfig::default(),
         }
     }
 }
@@ -331,6 +336,9 @@ impl Config {
             errors.push(
                 "bus.retry_base_ms: must be at least 1 and at most bus.retry_max_ms".to_owned(),
             );
+        }
+        if self.bus.kind == BusKind::Amqp {
+            errors.extend(self.bus.amqp.problems("bus.amqp."));
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")

@@ -1269,6 +1269,54 @@ async fn stop_consumer(
     let _ = ch.close(200, "consumer stopped").await;
 }
 
+/// Name of the lease that admits one outbox relay at a time among instances sharing a
+/// database.
+pub const RELAY_LEASE: &str = "outbox-relay";
+/// Wait between attempts to take the relay lease while another instance holds it.
+const RELAY_LEASE_POLL: Duration = Duration::from_millis(500);
+
+/// Runs the outbox relay of an instance that shares its database with others: only the holder
+/// of the [`RELAY_LEASE`] relays (several relays would publish every row several times), and
+/// when it dies another instance takes over within [`RELAY_LEASE_POLL`] (a killed process frees
+/// its lease at once; see [`xfhub_store::lease`]). Returns after `stop`, having drained the
+/// outbox if it held the lease.
+pub async fn run_leased_relay(
+    relay: crate::Relay,
+    store: Store,
+    bus: Arc<dyn Bus>,
+    stop: CancellationToken,
+) {
+    loop {
+        let lease = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = store.try_lease(RELAY_LEASE) => l,
+        };
+        match lease {
+            Ok(Some(lease)) => {
+                tracing::info!("RelayLeaseTaken");
+                let run = stop.child_token();
+                let task = tokio::spawn(relay.clone().run(store.clone(), bus.clone(), run.clone()));
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = lease.lost() => tracing::warn!("RelayLeaseLost"),
+                }
+                run.cancel();
+                let _ = task.await;
+                lease.release().await;
+                if stop.is_cancelled() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "RelayLeaseError"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RELAY_LEASE_POLL) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

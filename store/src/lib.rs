@@ -13,6 +13,7 @@
 
 mod ext;
 pub mod intake;
+pub mod lease;
 mod read;
 mod security;
 mod writer;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use ext::{SqlValue, Stmt, Txn, TxnOutcome};
+pub use lease::LeaseGuard;
 pub use read::{DeadLetter, ImportError, ListQuery, OutboxRow, Page, StoredRecord, TrailHop};
 pub use security::{AuditDraft, AuditRow, ClientRecord, ResealTable};
 pub use writer::{

@@ -365,8 +365,28 @@ pub(crate) async fn run(
     activity: crate::Activity,
 ) {
     ANONYMOUS_PLACEHOLDERS
-        .scope(sqlite, run_loop(pool, rx, max_batch, activity))
+        .scope(sqlite, run_loop(pool, rx, max_batch, activity, !sqlite))
         .await
+}
+
+/// Key of the PostgreSQL advisory lock every hub process's writer takes at the start of each
+/// group transaction (single-key space; store leases use the two-key space, which is apart).
+const WRITER_LOCK_KEY: i64 = 7_866_000_001;
+
+/// On a database several processes may write (PostgreSQL), serialises group transactions
+/// across processes: takes the transaction-scoped writer lock, held until commit or rollback,
+/// and forgets the cached change-log sequence and audit head, which another process's writer
+/// may have moved since this one last committed; they are read again, under the lock, when the
+/// group needs them. So change-log sequences stay strictly increasing in commit order and the
+/// audit chain stays one chain whatever the number of instances.
+async fn lock_writers(tx: &mut Tx, shared: bool, state: &mut WriterState) -> Result<()> {
+    if shared {
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})"))
+            .execute(&mut **tx)
+            .await?;
+        *state = WriterState::default();
+    }
+    Ok(())
 }
 
 async fn run_loop(
@@ -374,6 +394,7 @@ async fn run_loop(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     activity: crate::Activity,
+    shared: bool,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut state = WriterState::default();
@@ -386,7 +407,7 @@ async fn run_loop(
             }
         }
         let size = jobs.len();
-        commit_group(&pool, std::mem::take(&mut jobs), &mut state).await;
+        commit_group(&pool, std::mem::take(&mut jobs), &mut state, shared).await;
         activity.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         metrics::histogram!("xfhub_store_group_size").record(size as f64);
         metrics::counter!("xfhub_store_commits_total").increment(1);
@@ -399,10 +420,11 @@ async fn run_loop(
 /// ingests' records, one for their change-log rows, ...). If any statement fails, the group is
 /// rolled back and replayed one operation per savepoint, so that only the failing operation
 /// fails and the others still commit.
-async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
+async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState, shared: bool) {
     let mut fast_state = state.clone();
     let fast = async {
         let mut tx = pool.begin().await?;
+        lock_writers(&mut tx, shared, &mut fast_state).await?;
         let ops: Vec<&Job> = jobs.iter().collect();
         let outputs = apply_batched(&mut tx, &ops, &mut fast_state).await?;
         tx.commit().await?;
@@ -420,18 +442,22 @@ async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
             tracing::warn!(error = %e, group = jobs.len(), "StoreGroupFallback");
             // The sequence counter may be ahead of what committed: read it again.
             *state = WriterState::default();
-            commit_one_by_one(pool, jobs, state).await;
+            commit_one_by_one(pool, jobs, state, shared).await;
         }
     }
 }
 
-async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState) {
-    let mut tx = match pool.begin().await {
+async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState, shared: bool) {
+    let begun = async {
+        let mut tx = pool.begin().await?;
+        lock_writers(&mut tx, shared, state).await?;
+        Ok::<_, StoreError>(tx)
+    };
+    let mut tx = match begun.await {
         Ok(tx) => tx,
         Err(e) => {
-            let err = StoreError::from(e);
-            tracing::error!(error = %err, "StoreBeginError");
-            jobs.into_iter().for_each(|j| deliver(j, Err(err.clone())));
+            tracing::error!(error = %e, "StoreBeginError");
+            jobs.into_iter().for_each(|j| deliver(j, Err(e.clone())));
             return;
         }
     };

@@ -333,8 +333,20 @@ impl HubProcess {
     /// Its stderr goes to a file `hub-N.stderr` in `log_dir`. `credentials` name a client of
     /// the store in `data_dir` (see [`create_client`]); [`HubProcess::api`] calls as it.
     pub async fn start(data_dir: &Path, log_dir: &Path, credentials: &Credentials) -> HubProcess {
+        HubProcess::start_with(data_dir, log_dir, credentials, "").await
+    }
+
+    /// Like [`HubProcess::start`], with `extra` appended to the hub's configuration file (TOML:
+    /// top-level keys such as `database_url` first, then sections such as `[bus]`).
+    pub async fn start_with(
+        data_dir: &Path,
+        log_dir: &Path,
+        credentials: &Credentials,
+        extra: &str,
+    ) -> HubProcess {
         let config = log_dir.join("hub.toml");
-        std::fs::write(&config, HUB_CONFIG).expect("write the hub's configuration");
+        std::fs::write(&config, format!("{extra}\n{HUB_CONFIG}"))
+            .expect("write the hub's configuration");
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let n = STARTS.fetch_add(1, Ordering::SeqCst);
