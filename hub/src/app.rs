@@ -27,7 +27,7 @@ use crate::telemetry;
 
 /// The queues some consumer of this build reads (a routing rule sending elsewhere is warned
 /// about).
-pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE];
+pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE, "warning", "dispatch", "sms"];
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: crate::auth::AuthSettings,
     /// The routing table in force, its source and its reloads.
     pub routes: ActiveRoutes,
+    /// The warning module's word lists in force (the API invalidates them after a change).
+    pub words: Arc<xfhub_modules::warning::Words>,
 }
 
 /// A started hub: state plus the background tasks (relay, consumers).
@@ -120,15 +122,17 @@ impl Hub {
             base_delay: Duration::from_millis(config.bus.retry_base_ms),
             max_delay: Duration::from_millis(config.bus.retry_max_ms),
         };
-        let (b, s, prefetch) = (bus.clone(), stop.clone(), config.bus.prefetch);
+        let (b, s, prefetch, p) = (bus.clone(), stop.clone(), config.bus.prefetch, policy.clone());
         tasks.spawn(async move {
-            if let Err(e) = run_consumer(b, Arc::new(TrailConsumer), prefetch, policy, s).await {
+            if let Err(e) = run_consumer(b, Arc::new(TrailConsumer), prefetch, p, s).await {
                 tracing::error!(error = %e, "ConsumerStartError");
             }
         });
         let keys = crate::keys::Keys::load(&config)?;
         crate::admin_cli::check_ring_matches(&store, &keys.current()).await?;
         tasks.spawn(keys.clone().watch(stop.clone()));
+        // The SMS connector and the business modules (issue 8).
+        let words = crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
         let state = AppState {
             store,
             bus,
@@ -143,6 +147,7 @@ impl Hub {
                 body_limit: config.limits.body_bytes,
             },
             routes,
+            words,
         };
         Ok(Hub {
             state,

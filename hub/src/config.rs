@@ -35,6 +35,12 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The routing table of the bus.
     pub routes: RoutesConfig,
+    /// The SMS gateway connector (`xfhub_connectors::sms::SmsConfig`).
+    pub sms: xfhub_connectors::sms::SmsConfig,
+    /// The warning module (`xfhub_modules::warning::WarningConfig`).
+    pub warning: xfhub_modules::warning::WarningConfig,
+    /// The dispatch module (`xfhub_modules::dispatch::DispatchConfig`).
+    pub dispatch: xfhub_modules::dispatch::DispatchConfig,
 }
 
 /// The routing table (`routes.toml`, see the README, "Routing table").
@@ -247,6 +253,9 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             tls: TlsConfig::default(),
             routes: RoutesConfig::default(),
+            sms: Default::default(),
+            warning: Default::default(),
+            dispatch: Default::default(),
         }
     }
 }
@@ -377,6 +386,13 @@ impl Config {
                 errors.push("tls.cert_file: required when tls.key_file is set".to_owned())
             }
             _ => {}
+        }
+        for section in [
+            self.sms.validate(),
+            self.warning.validate(),
+            self.dispatch.validate(),
+        ] {
+            errors.extend(section.err().unwrap_or_default());
         }
         if errors.is_empty() {
             Ok(())

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod modules;
 pub mod ratelimit;
 pub mod telemetry;
 pub mod tls;

@@ -95,6 +95,9 @@ impl Default for SmsMockConfig {
 pub struct Faults {
     /// Delay before each answer.
     pub latency: Duration,
+    /// Delay after a send call was accepted (its texts sent) and before it is answered: a
+    /// caller that dies in this window has sent texts without knowing it.
+    pub answer_delay: Duration,
     /// The next this-many send calls answer 503.
     pub fail_next: u32,
     /// Numbers answered `isv.BUSINESS_LIMIT_CONTROL` whatever their count.
@@ -113,6 +116,7 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             latency: Duration::ZERO,
+            answer_delay: Duration::ZERO,
             fail_next: 0,
             business_limited: HashSet::new(),
             blacklisted: HashSet::new(),
@@ -147,6 +151,8 @@ struct Shared {
 
 struct Inner {
     config: SmsMockConfig,
+    /// Callback URL and client, changeable while the mock runs.
+    callback: Mutex<(Option<String>, Option<(String, String)>)>,
     faults: Mutex<Faults>,
     shared: Mutex<Shared>,
     http: reqwest::Client,
@@ -198,6 +204,7 @@ impl MockSmsGateway {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
+            callback: Mutex::new((config.callback_url.clone(), config.callback_client.clone())),
             config,
             faults: Mutex::new(Faults::default()),
             shared: Mutex::new(Shared::default()),
@@ -230,6 +237,15 @@ impl MockSmsGateway {
     /// Changes the injected faults.
     pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
         change(&mut self.inner.faults.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Where delivery reports go from now on, signed as `client` (app key, secret).
+    pub fn set_callback(&self, url: &str, client: Option<(String, String)>) {
+        *self
+            .inner
+            .callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (Some(url.to_owned()), client);
     }
 
     /// Every text sent so far, in order.
@@ -395,7 +411,10 @@ async fn send(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
         }
     }
     if !accepted.is_empty() {
-        tokio::spawn(push_reports(inner.clone(), accepted, faults));
+        tokio::spawn(push_reports(inner.clone(), accepted, faults.clone()));
+    }
+    if !faults.answer_delay.is_zero() {
+        tokio::time::sleep(faults.answer_delay).await;
     }
     Json(json!({"code": CODE_OK, "message": "OK", "biz_id": biz_id, "results": results}))
         .into_response()
@@ -458,7 +477,13 @@ fn report(t: &SentText, success: bool, err_code: &str, report_time: i64) -> Valu
 
 /// Pushes the delivery reports of one call as the faults say.
 async fn push_reports(inner: Arc<Inner>, texts: Vec<SentText>, faults: Faults) {
-    if faults.reports == ReportMode::Never || inner.config.callback_url.is_none() {
+    let no_callback = inner
+        .callback
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .is_none();
+    if faults.reports == ReportMode::Never || no_callback {
         return;
     }
     tokio::time::sleep(faults.report_delay).await;
@@ -502,7 +527,12 @@ async fn push_reports(inner: Arc<Inner>, texts: Vec<SentText>, faults: Faults) {
 
 /// One push with the gateway's retry schedule: after 1, 5 and 10 units.
 async fn deliver(inner: &Inner, batch: &[Value]) {
-    let Some(url) = &inner.config.callback_url else {
+    let (url, client) = inner
+        .callback
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(url) = url else {
         return;
     };
     let body = serde_json::to_vec(batch).expect("reports serialize");
@@ -512,10 +542,10 @@ async fn deliver(inner: &Inner, batch: &[Value]) {
         }
         let mut req = inner
             .http
-            .post(url)
+            .post(&url)
             .header("content-type", "application/json")
             .body(body.clone());
-        if let Some((key, secret)) = &inner.config.callback_client {
+        if let Some((key, secret)) = &client {
             let path = url
                 .split_once("://")
                 .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))

@@ -2,10 +2,13 @@
 //! `/openapi.json`) and admin (`/admin`).
 
 pub mod admin;
+pub mod dispatch;
 pub mod ops;
 pub mod records;
+pub mod sms;
+pub mod warning;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -26,6 +29,49 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/code-tables", get(records::list_code_tables))
         .route("/api/v1/code-tables/{name}", get(records::get_code_table))
         .route("/api/v1/echo", post(ops::echo))
+        // SMS, smart warning and joint dispatch (issue 8).
+        .route("/api/v1/sms", get(sms::log))
+        .route("/api/v1/sms/{id}", get(sms::get_sms))
+        .route("/api/v1/sms/delivery-reports", post(sms::delivery_reports))
+        .route(
+            "/api/v1/sms/templates",
+            get(sms::list_templates).post(sms::create_template),
+        )
+        .route(
+            "/api/v1/sms/templates/{code}",
+            get(sms::get_template)
+                .put(sms::update_template)
+                .delete(sms::delete_template),
+        )
+        .route(
+            "/api/v1/word-lists",
+            get(warning::list_words).post(warning::add_words),
+        )
+        .route("/api/v1/word-lists/{list}/{word}", delete(warning::delete_word))
+        .route("/api/v1/tags/{record_id}", get(warning::tags))
+        .route(
+            "/api/v1/alerts",
+            get(warning::list_alerts).post(warning::draft_alert),
+        )
+        .route("/api/v1/alerts/{id}", get(warning::get_alert))
+        .route("/api/v1/alerts/{id}/flow", post(warning::flow))
+        .route(
+            "/api/v1/role-holders",
+            get(dispatch::list_holders).post(dispatch::create_holder),
+        )
+        .route(
+            "/api/v1/role-holders/{id}",
+            axum::routing::put(dispatch::update_holder).delete(dispatch::delete_holder),
+        )
+        .route(
+            "/api/v1/assignment-rules",
+            get(dispatch::list_rules).post(dispatch::create_rule),
+        )
+        .route(
+            "/api/v1/assignment-rules/{id}",
+            axum::routing::put(dispatch::update_rule).delete(dispatch::delete_rule),
+        )
+        .route("/api/v1/duplicates", get(dispatch::duplicates))
         .route("/admin/messages/{id}/trail", get(admin::trail))
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/admin/dead-letters/{id}/replay", post(admin::replay))
@@ -67,6 +113,31 @@ pub fn routes() -> Router<AppState> {
         admin::replay,
         admin::import_errors,
         admin::routes,
+        sms::log,
+        sms::get_sms,
+        sms::delivery_reports,
+        sms::list_templates,
+        sms::get_template,
+        sms::create_template,
+        sms::update_template,
+        sms::delete_template,
+        warning::list_words,
+        warning::add_words,
+        warning::delete_word,
+        warning::tags,
+        warning::list_alerts,
+        warning::get_alert,
+        warning::draft_alert,
+        warning::flow,
+        dispatch::list_holders,
+        dispatch::create_holder,
+        dispatch::update_holder,
+        dispatch::delete_holder,
+        dispatch::list_rules,
+        dispatch::create_rule,
+        dispatch::update_rule,
+        dispatch::delete_rule,
+        dispatch::duplicates,
     ),
     modifiers(&SignedRequests),
     tags(
@@ -74,6 +145,9 @@ pub fn routes() -> Router<AppState> {
         (name = "reference", description = "Code tables"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "admin", description = "Message trail, dead letters, import errors, routing table"),
+        (name = "sms", description = "SMS log and status, templates, the gateway's delivery-report callback (scope `write_back`)"),
+        (name = "warning", description = "Word lists, record tags, alerts and their graded flow"),
+        (name = "dispatch", description = "Role holders, auto-assignment rules, duplicate candidates"),
     )
 )]
 pub struct ApiDoc;
