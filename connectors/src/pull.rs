@@ -487,39 +487,44 @@ pub fn reject_stmt(source: &str, r: &Reject, ring: &KeyRing, now: i64) -> Stmt {
     .bind(now)
 }
 
-/// One statement inserting the process events of a page (a repeat changes nothing).
+/// One statement inserting the process events of a page into `process_events` (shared with
+/// the events responsible units write back), each joined to its stored petition by source id
+/// (the statement runs after the page's records in the same transaction). An event already
+/// there (same petition, kind and time) is not stored again.
 pub fn events_stmt(events: &[&ProcessEvent], now: i64) -> Option<Stmt> {
     if events.is_empty() {
         return None;
     }
     let mut sql = String::from(
-        "INSERT INTO process_events (source_system, source_id, seq, kind, occurred_at, org, target_org, note, recorded_at) VALUES ",
+        "INSERT INTO process_events (petition_id, kind, occurred_at, division, body, actor, created_at) \
+         SELECT r.id, v.kind, v.occurred_at, r.division, v.body, v.actor, $1 FROM (",
     );
-    let mut n = 0;
     let mut stmt_args = Vec::with_capacity(events.len());
-    let mut seq_of: std::collections::HashMap<(&str, &str), i64> = Default::default();
+    let mut n = 1;
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
-            sql.push_str(", ");
+            sql.push_str(" UNION ALL ");
         }
-        sql.push('(');
-        for k in 0..9 {
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            sql.push_str(&format!("${n}"));
-        }
-        sql.push(')');
-        let seq = seq_of
-            .entry((&e.petition_source.system, &e.petition_source.id))
-            .or_insert(0);
-        *seq += 1;
-        stmt_args.push((e, *seq));
+        sql.push_str(&format!(
+            "SELECT ${} AS system, ${} AS source_id, ${} AS kind, ${} AS occurred_at, ${} AS body, ${} AS actor",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+        n += 6;
+        stmt_args.push(e);
     }
-    sql.push_str(" ON CONFLICT (source_system, source_id, seq) DO NOTHING");
-    let mut stmt = Stmt::new(sql);
-    for (e, seq) in stmt_args {
+    // `WHERE 1 = 1`: SQLite needs a WHERE before an upsert's ON CONFLICT after a join.
+    sql.push_str(
+        ") v JOIN records r ON r.kind = 'petition' AND r.source_system = v.system \
+         AND r.source_id = v.source_id WHERE 1 = 1 \
+         ON CONFLICT (petition_id, kind, occurred_at) DO NOTHING",
+    );
+    let mut stmt = Stmt::new(sql).bind(now);
+    for e in stmt_args {
         let kind = serde_json::to_value(e.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -527,13 +532,10 @@ pub fn events_stmt(events: &[&ProcessEvent], now: i64) -> Option<Stmt> {
         stmt = stmt
             .bind(e.petition_source.system.as_str())
             .bind(e.petition_source.id.as_str())
-            .bind(seq)
             .bind(kind)
-            .bind(e.occurred_at.timestamp_millis())
-            .bind(e.org.clone())
-            .bind(e.target_org.clone())
-            .bind(e.note.clone())
-            .bind(now);
+            .bind(e.occurred_at.to_rfc3339())
+            .bind(serde_json::to_string(e).unwrap_or_default())
+            .bind(e.petition_source.system.as_str());
     }
     Some(stmt)
 }
@@ -623,11 +625,13 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     }
 }
 
-/// Runs the pull loop until `stop`. `ring` gives the key ring in force.
+/// Runs the pull loop until `stop`. `ring` gives the key ring in force; `on_commit` is called
+/// after a page stored new versions (the hub wakes its outbox relay).
 pub async fn run(
     connector: Arc<Connector>,
     store: Store,
     ring: Arc<dyn Fn() -> Arc<KeyRing> + Send + Sync>,
+    on_commit: Arc<dyn Fn() + Send + Sync>,
     stop: CancellationToken,
 ) {
     let name = connector.name();
@@ -669,6 +673,9 @@ pub async fn run(
                 // The commit is not raced against `stop`: once handed to the store it commits.
                 match commit_page(&store, name, page, &cx.ring).await {
                     Ok(o) => {
+                        if o.created + o.updated > 0 {
+                            on_commit();
+                        }
                         metrics::counter!("xfhub_connector_records_total", "connector" => name)
                             .increment(n);
                         if o.conflicts > 0 {

@@ -82,6 +82,7 @@ impl Connectors {
         tasks: &mut JoinSet<()>,
         store: &Store,
         ring: Arc<dyn Fn() -> Arc<KeyRing> + Send + Sync>,
+        on_commit: Arc<dyn Fn() + Send + Sync>,
         stop: &CancellationToken,
     ) {
         for c in &self.list {
@@ -90,6 +91,7 @@ impl Connectors {
                     c.clone(),
                     store.clone(),
                     ring.clone(),
+                    on_commit.clone(),
                     stop.clone(),
                 ));
             }

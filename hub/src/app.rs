@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: crate::auth::AuthSettings,
     /// The routing table in force, its source and its reloads.
     pub routes: ActiveRoutes,
+    /// The pull connectors (provincial sharing site, 12345 platform).
+    pub connectors: xfhub_connectors::Connectors,
     /// The warning module's word lists in force (the API invalidates them after a change).
     pub words: Arc<xfhub_modules::warning::Words>,
 }
@@ -131,6 +133,20 @@ impl Hub {
         let keys = crate::keys::Keys::load(&config)?;
         crate::admin_cli::check_ring_matches(&store, &keys.current()).await?;
         tasks.spawn(keys.clone().watch(stop.clone()));
+        // The pull connectors (issue 4): each enabled one pulls into the store.
+        let connectors = {
+            let mut c = config.connectors.clone();
+            c.apply_env();
+            xfhub_connectors::Connectors::new(&c).map_err(|e| anyhow::anyhow!(e))?
+        };
+        let (k, r) = (keys.clone(), relay.clone());
+        connectors.start(
+            &mut tasks,
+            &store,
+            Arc::new(move || k.current()),
+            Arc::new(move || r.notify()),
+            &stop,
+        );
         // The SMS connector and the business modules (issue 8).
         let words = crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
         let state = AppState {
@@ -147,6 +163,7 @@ impl Hub {
                 body_limit: config.limits.body_bytes,
             },
             routes,
+            connectors,
             words,
         };
         Ok(Hub {

@@ -35,6 +35,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The routing table of the bus.
     pub routes: RoutesConfig,
+    /// The pull connectors: `[connectors.provincial]` (provincial sharing site, SOAP) and
+    /// `[connectors.hotline12345]` (12345 platform, REST); see `xfhub_connectors::pull::PullSettings`.
+    pub connectors: xfhub_connectors::ConnectorsConfig,
     /// The SMS gateway connector (`xfhub_connectors::sms::SmsConfig`).
     pub sms: xfhub_connectors::sms::SmsConfig,
     /// The warning module (`xfhub_modules::warning::WarningConfig`).
@@ -253,6 +256,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             tls: TlsConfig::default(),
             routes: RoutesConfig::default(),
+            connectors: Default::default(),
             sms: Default::default(),
             warning: Default::default(),
             dispatch: Default::default(),
@@ -393,6 +397,12 @@ impl Config {
             self.dispatch.validate(),
         ] {
             errors.extend(section.err().unwrap_or_default());
+        }
+        {
+            // The secrets may come from the environment (XFHUB_*_SECRET).
+            let mut c = self.connectors.clone();
+            c.apply_env();
+            c.validate(&mut errors);
         }
         if errors.is_empty() {
             Ok(())

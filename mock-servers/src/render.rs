@@ -77,6 +77,13 @@ impl Xml {
 /// The `<xfj>` record of a petition at its version, with `gxsj` (update time).
 pub fn provincial_xml(g: &GenPetition, map: &CodeMap, malformed: Option<Malformation>) -> String {
     let p = &g.petition;
+    // A record with no complainant has no identity number to spoil: spoil a code instead.
+    let malformed = match malformed {
+        Some(Malformation::BadIdChecksum) if p.complainants.is_empty() => {
+            Some(Malformation::UnknownCode)
+        }
+        m => m,
+    };
     let mut x = Xml(String::with_capacity(2048));
     x.0.push_str("<xfj>");
     x.el("xfjbh", &p.source.id);
@@ -144,14 +151,20 @@ pub fn provincial_xml(g: &GenPetition, map: &CodeMap, malformed: Option<Malforma
         for (i, c) in p.complainants.iter().enumerate() {
             x.0.push_str("<tsr>");
             x.opt("xm", c.name.as_deref());
-            if let Some(t) = &c.id_type {
+            let spoil = i == 0 && malformed == Some(Malformation::BadIdChecksum);
+            // The spoiled number is declared a resident identity number, whose check
+            // character is checked.
+            let id_type = if spoil {
+                Some("01")
+            } else {
+                c.id_type.as_deref()
+            };
+            if let Some(t) = id_type {
                 x.el("zjlx", ext(map, "zjlx", t));
             }
             let mut id = c.id_number.clone();
-            if i == 0 && malformed == Some(Malformation::BadIdChecksum) {
-                if let Some(n) = &mut id {
-                    spoil_check_char(n);
-                }
+            if spoil {
+                spoil_check_char(id.get_or_insert_with(String::new));
             }
             x.opt("zjhm", id.as_deref());
             x.opt("sjh", c.mobile.as_deref());

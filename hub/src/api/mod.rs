@@ -2,6 +2,7 @@
 //! `/openapi.json`) and admin (`/admin`).
 
 pub mod admin;
+pub mod connectors;
 pub mod dispatch;
 pub mod ops;
 pub mod records;
@@ -77,6 +78,11 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/dead-letters/{id}/replay", post(admin::replay))
         .route("/admin/import-errors", get(admin::import_errors))
         .route("/admin/routes", get(admin::routes))
+        .route("/admin/connectors", get(connectors::list))
+        .route(
+            "/admin/import-errors/reprocess",
+            post(connectors::reprocess),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -113,6 +119,8 @@ pub fn routes() -> Router<AppState> {
         admin::replay,
         admin::import_errors,
         admin::routes,
+        connectors::list,
+        connectors::reprocess,
         sms::log,
         sms::get_sms,
         sms::delivery_reports,

@@ -1,5 +1,6 @@
 -- Pull connectors (issue 4): the cursor and counters of each connector, advanced in the same
--- transaction as the records of the page it covers; process events of provincial petitions.
+-- transaction as the records of the page it covers. (Process events of provincial petitions go to
+-- `process_events`, with those written back by responsible units.)
 
 CREATE TABLE connector_state (
     name            TEXT PRIMARY KEY,
@@ -11,19 +12,6 @@ CREATE TABLE connector_state (
     last_error      TEXT,
     last_error_at   BIGINT,
     updated_at      BIGINT NOT NULL
-);
-
-CREATE TABLE process_events (
-    source_system TEXT NOT NULL,
-    source_id     TEXT NOT NULL,
-    seq           BIGINT NOT NULL,
-    kind          TEXT NOT NULL,
-    occurred_at   BIGINT NOT NULL,
-    org           TEXT,
-    target_org    TEXT,
-    note          TEXT,
-    recorded_at   BIGINT NOT NULL,
-    PRIMARY KEY (source_system, source_id, seq)
 );
 
 -- A rejected record is stored once while unresolved (a repeat of the same source record and
