@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: crate::auth::AuthSettings,
     /// The routing table in force, its source and its reloads.
     pub routes: ActiveRoutes,
+    /// Exchange packages: settings and the one-import-at-a-time lock.
+    pub exchange: crate::exchange::ExchangeState,
     /// The pull connectors (provincial sharing site, 12345 platform).
     pub connectors: xfhub_connectors::Connectors,
     /// The warning module's word lists in force (the API invalidates them after a change).
@@ -163,6 +165,7 @@ impl Hub {
                 body_limit: config.limits.body_bytes,
             },
             routes,
+            exchange: crate::exchange::ExchangeState::new(config.exchange.clone()),
             connectors,
             words,
         };
@@ -218,6 +221,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
             limits,
             crate::ratelimit::global_limit,
         ))
+        // SOAP clients get faults, not JSON, for the refusals of the layers above.
+        .layer(middleware::from_fn(crate::soap::fault_edge))
         .layer(middleware::from_fn(telemetry::http_metrics))
         .layer(
             ServiceBuilder::new()

@@ -94,6 +94,16 @@ pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
         "/api/v1/petitions" | "/api/v1/workorders" if method == axum::http::Method::POST => {
             RouteGroup::Submit
         }
+        // The WSDL and its schemas are public contracts, like the OpenAPI document.
+        p if p.starts_with("/ws/") && method == axum::http::Method::GET => RouteGroup::Open,
+        // SOAP calls and XML submissions are submissions: they record their nonce with what
+        // they store; each SOAP operation checks its own scope as well.
+        "/xml/v1/petitions" | "/xml/v1/workorders" if method == axum::http::Method::POST => {
+            RouteGroup::Submit
+        }
+        p if p.starts_with("/ws/") => RouteGroup::Submit,
+        // Package imports check the `import` scope and record their nonce themselves.
+        "/exchange/packages" if method == axum::http::Method::POST => RouteGroup::Submit,
         _ => RouteGroup::Read,
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The routing table of the bus.
     pub routes: RoutesConfig,
+    /// Exchange packages (`crate::exchange::ExchangeConfig`).
+    pub exchange: crate::exchange::ExchangeConfig,
     /// The pull connectors: `[connectors.provincial]` (provincial sharing site, SOAP) and
     /// `[connectors.hotline12345]` (12345 platform, REST); see `xfhub_connectors::pull::PullSettings`.
     pub connectors: xfhub_connectors::ConnectorsConfig,
@@ -256,6 +258,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             tls: TlsConfig::default(),
             routes: RoutesConfig::default(),
+            exchange: crate::exchange::ExchangeConfig::default(),
             connectors: Default::default(),
             sms: Default::default(),
             warning: Default::default(),
@@ -330,6 +333,7 @@ impl Config {
     /// Checks values serde cannot: every error is reported, not only the first.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
+        errors.extend(self.exchange.problems());
         if self.limits.body_bytes < 1024 {
             errors.push("limits.body_bytes: must be at least 1024".to_owned());
         }

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: RoutesCommand,
     },
+    /// Standard exchange packages: pull from a hub, verify a file, import into a hub.
+    Exchange {
+        #[command(subcommand)]
+        command: xfhub::exchange::cli::ExchangeCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +298,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(reseal(&cfg))
         }
         Command::Clients { command } => rt.block_on(clients(command)),
+        Command::Exchange { command } => rt.block_on(xfhub::exchange::cli::run(command)),
         Command::Routes { command } => {
             if !routes(command) {
                 std::process::exit(1);

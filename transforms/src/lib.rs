@@ -6,3 +6,7 @@ pub mod excel;
 pub mod codemap;
 pub mod hotline12345;
 pub mod provincial;
+pub mod xml_guard;
+pub mod xml_soap;
+pub mod xml_writeback;
+pub mod exchange;

@@ -87,6 +87,10 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
+        // SOAP WebService, XML interface and exchange packages (issue 6).
+        .merge(crate::soap::routes())
+        .merge(crate::xmlapi::routes())
+        .merge(crate::exchange::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
 }
@@ -119,6 +123,8 @@ pub fn routes() -> Router<AppState> {
         admin::replay,
         admin::import_errors,
         admin::routes,
+        crate::exchange::pull,
+        crate::exchange::push,
         connectors::list,
         connectors::reprocess,
         sms::log,
@@ -153,6 +159,7 @@ pub fn routes() -> Router<AppState> {
         (name = "reference", description = "Code tables"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "admin", description = "Message trail, dead letters, import errors, routing table"),
+        (name = "exchange", description = "Standard exchange packages: zip of header, data files, manifest (SM3 and SHA-256 of each file, next cursor) and HMAC-SM3 signature (scopes `export`, `import`)"),
         (name = "sms", description = "SMS log and status, templates, the gateway's delivery-report callback (scope `write_back`)"),
         (name = "warning", description = "Word lists, record tags, alerts and their graded flow"),
         (name = "dispatch", description = "Role holders, auto-assignment rules, duplicate candidates"),

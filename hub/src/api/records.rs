@@ -51,6 +51,21 @@ pub async fn submit_petition(
     headers: HeaderMap,
     JsonBody(p): JsonBody<Petition>,
 ) -> Result<Response, ApiError> {
+    let nonce = nonce.map(|Extension(n)| n);
+    let answer = store_petition(&s, &caller, nonce, remote, correlation_id(&headers), p).await?;
+    Ok(with_location(answer, "/api/v1/petitions"))
+}
+
+/// The submission path every surface shares (REST, SOAP, XML): info set, validation, division,
+/// sealing, idempotent ingest with the request's nonce and audit entry.
+pub async fn store_petition(
+    s: &AppState,
+    caller: &Caller,
+    nonce: Option<PendingNonce>,
+    remote: String,
+    correlation: Option<Uuid>,
+    p: Petition,
+) -> Result<(StatusCode, Receipt), ApiError> {
     if !caller.has_info_set("petition") {
         return Err(info_set_denied("petition"));
     }
@@ -60,10 +75,10 @@ pub async fn submit_petition(
     }
     let mut item = intake::petition_item(&p, &s.keys.current())
         .map_err(|e| ApiError::internal("encode petition", &e))?;
-    item.correlation_id = correlation_id(&headers);
-    item.audit = Some(audit_draft(&caller, "petition.submit", remote));
-    item.nonce = nonce.map(|Extension(n)| n.into_tuple());
-    ingest(&s, item, "/api/v1/petitions").await
+    item.correlation_id = correlation;
+    item.audit = Some(audit_draft(caller, "petition.submit", remote));
+    item.nonce = nonce.map(PendingNonce::into_tuple);
+    ingest(s, item).await
 }
 
 /// Submits a 12345 work order; same idempotency rules as petitions.
@@ -88,6 +103,20 @@ pub async fn submit_workorder(
     headers: HeaderMap,
     JsonBody(w): JsonBody<WorkOrder>,
 ) -> Result<Response, ApiError> {
+    let nonce = nonce.map(|Extension(n)| n);
+    let answer = store_workorder(&s, &caller, nonce, remote, correlation_id(&headers), w).await?;
+    Ok(with_location(answer, "/api/v1/workorders"))
+}
+
+/// The work-order submission path every surface shares (see [`store_petition`]).
+pub async fn store_workorder(
+    s: &AppState,
+    caller: &Caller,
+    nonce: Option<PendingNonce>,
+    remote: String,
+    correlation: Option<Uuid>,
+    w: WorkOrder,
+) -> Result<(StatusCode, Receipt), ApiError> {
     if !caller.has_info_set("workorder") {
         return Err(info_set_denied("workorder"));
     }
@@ -97,20 +126,27 @@ pub async fn submit_workorder(
     }
     let mut item = intake::workorder_item(&w, &s.keys.current())
         .map_err(|e| ApiError::internal("encode work order", &e))?;
-    item.correlation_id = correlation_id(&headers);
-    item.audit = Some(audit_draft(&caller, "workorder.submit", remote));
-    item.nonce = nonce.map(|Extension(n)| n.into_tuple());
-    ingest(&s, item, "/api/v1/workorders").await
+    item.correlation_id = correlation;
+    item.audit = Some(audit_draft(caller, "workorder.submit", remote));
+    item.nonce = nonce.map(PendingNonce::into_tuple);
+    ingest(s, item).await
 }
 
-fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
+/// The REST answer of a stored submission: the receipt as JSON with its `Location`.
+fn with_location((status, receipt): (StatusCode, Receipt), base: &str) -> Response {
+    let location = format!("{base}/{}", receipt.id);
+    (status, [(header::LOCATION, location)], Json(receipt)).into_response()
+}
+
+/// The `x-correlation-id` header, when it is a UUID.
+pub fn correlation_id(headers: &HeaderMap) -> Option<Uuid> {
     headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v).ok())
 }
 
-fn audit_draft(caller: &Caller, action: &str, remote: String) -> AuditDraft {
+pub fn audit_draft(caller: &Caller, action: &str, remote: String) -> AuditDraft {
     AuditDraft {
         actor: caller.app_key.clone(),
         action: action.to_owned(),
@@ -135,7 +171,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectInfoOpt {
     }
 }
 
-async fn ingest(s: &AppState, item: IngestItem, base: &str) -> Result<Response, ApiError> {
+async fn ingest(s: &AppState, item: IngestItem) -> Result<(StatusCode, Receipt), ApiError> {
     let (source_id, version) = (item.source_id.clone(), item.version);
     let outcome = s
         .store
@@ -174,8 +210,7 @@ async fn ingest(s: &AppState, item: IngestItem, base: &str) -> Result<Response, 
             .with_field("source.version", "version_stale", "older than the stored version", "低于已保存的版本"));
         }
     };
-    let location = format!("{base}/{}", receipt.id);
-    Ok((status, [(header::LOCATION, location)], Json(receipt)).into_response())
+    Ok((status, receipt))
 }
 
 /// Filters of `GET /api/v1/petitions`.
@@ -349,10 +384,19 @@ pub async fn list_petitions(
     Extension(caller): Extension<Caller>,
     Query(f): Query<PetitionFilter>,
 ) -> Result<Json<RecordPage<Petition>>, ApiError> {
+    query_petitions(&s, &caller, f).await.map(Json)
+}
+
+/// Petitions for this caller under a filter: the listing every surface shares.
+pub async fn query_petitions(
+    s: &AppState,
+    caller: &Caller,
+    f: PetitionFilter,
+) -> Result<RecordPage<Petition>, ApiError> {
     if !caller.has_info_set("petition") {
         return Err(info_set_denied("petition"));
     }
-    let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
+    let mut b = Filters::new(s, f.cursor.as_deref(), f.limit);
     b.q.division = b.division(f.division.as_ref());
     let ring = s.keys.current();
     match (&f.id_number, &f.mobile) {
@@ -397,7 +441,7 @@ pub async fn list_petitions(
         }
     }
     let q = b.finish()?;
-    list(&s, &caller, RecordKind::Petition, q).await
+    list(s, caller, RecordKind::Petition, q).await
 }
 
 /// Lists 12345 work orders, newest first, with filters and cursor paging.
@@ -408,17 +452,26 @@ pub async fn list_workorders(
     Extension(caller): Extension<Caller>,
     Query(f): Query<WorkOrderFilter>,
 ) -> Result<Json<RecordPage<WorkOrder>>, ApiError> {
+    query_workorders(&s, &caller, f).await.map(Json)
+}
+
+/// 12345 work orders for this caller under a filter (see [`query_petitions`]).
+pub async fn query_workorders(
+    s: &AppState,
+    caller: &Caller,
+    f: WorkOrderFilter,
+) -> Result<RecordPage<WorkOrder>, ApiError> {
     if !caller.has_info_set("workorder") {
         return Err(info_set_denied("workorder"));
     }
-    let mut b = Filters::new(&s, f.cursor.as_deref(), f.limit);
+    let mut b = Filters::new(s, f.cursor.as_deref(), f.limit);
     b.q.division = b.division(f.division.as_ref());
     b.q.purpose = b.code("order_type", "order_types", f.order_type.as_ref());
     b.q.status = b.code("state", "order_states", f.state.as_ref());
     b.q.from = b.date("from", f.from.as_ref());
     b.q.to = b.date("to", f.to.as_ref());
     let q = b.finish()?;
-    list(&s, &caller, RecordKind::Workorder, q).await
+    list(s, caller, RecordKind::Workorder, q).await
 }
 
 async fn list<T: DeserializeOwned>(
@@ -426,7 +479,7 @@ async fn list<T: DeserializeOwned>(
     caller: &Caller,
     kind: RecordKind,
     mut q: ListQuery,
-) -> Result<Json<RecordPage<T>>, ApiError> {
+) -> Result<RecordPage<T>, ApiError> {
     // A district's system sees its district only.
     if !caller.all_divisions() {
         if let Some(d) = &q.division {
@@ -446,10 +499,10 @@ async fn list<T: DeserializeOwned>(
         .into_iter()
         .map(|r| typed(s, caller, r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(RecordPage {
+    Ok(RecordPage {
         items,
         next_cursor: page.next.map(|id| id.to_string()),
-    }))
+    })
 }
 
 /// The stored record for this caller: personal data opened, then masked unless the caller
@@ -479,12 +532,13 @@ fn typed<T: DeserializeOwned>(
     })
 }
 
-async fn get_one<T: DeserializeOwned>(
+/// One record for this caller by hub id: the read every surface shares.
+pub async fn get_one<T: DeserializeOwned>(
     s: &AppState,
     caller: &Caller,
     kind: RecordKind,
     id: &str,
-) -> Result<Json<Record<T>>, ApiError> {
+) -> Result<Record<T>, ApiError> {
     let set = kind.as_str();
     if !caller.has_info_set(set) {
         return Err(info_set_denied(set));
@@ -515,7 +569,7 @@ async fn get_one<T: DeserializeOwned>(
             return Err(ApiError::not_found(kind.as_str()));
         }
     }
-    Ok(Json(typed(s, caller, rec)?))
+    typed(s, caller, rec)
 }
 
 /// One petition by hub id.
@@ -527,7 +581,9 @@ pub async fn get_petition(
     Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<Petition>>, ApiError> {
-    get_one(&s, &caller, RecordKind::Petition, &id).await
+    get_one(&s, &caller, RecordKind::Petition, &id)
+        .await
+        .map(Json)
 }
 
 /// One 12345 work order by hub id.
@@ -539,7 +595,9 @@ pub async fn get_workorder(
     Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Record<WorkOrder>>, ApiError> {
-    get_one(&s, &caller, RecordKind::Workorder, &id).await
+    get_one(&s, &caller, RecordKind::Workorder, &id)
+        .await
+        .map(Json)
 }
 
 /// A code table's name, version and size.
@@ -576,7 +634,12 @@ pub async fn get_code_table(
     State(s): State<AppState>,
     PathParam(name): PathParam<String>,
 ) -> Result<Json<CodeTable>, ApiError> {
-    s.tables.table(&name).cloned().map(Json).ok_or_else(|| {
+    code_table(&s, &name).map(Json)
+}
+
+/// A code table by name, or `unknown_code_table`.
+pub fn code_table(s: &AppState, name: &str) -> Result<CodeTable, ApiError> {
+    s.tables.table(name).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_code_table",
