@@ -379,7 +379,11 @@ impl AmqpBus {
                 config,
                 link: tokio::sync::Mutex::default(),
                 declared: Mutex::default(),
-                name: format!("xfhub {host} pid {}", std::process::id()),
+                name: format!(
+                    "xfhub {host} pid {} bus {}",
+                    std::process::id(),
+                    &uuid::Uuid::now_v7().simple().to_string()[20..]
+                ),
             }),
         }
     }

@@ -552,3 +552,171 @@ async fn republished_outbox_rows_have_no_second_effect(kind: Kind) {
     assert_eq!(kit.hops("consumed").await, 6);
     kit.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Broker faults (AMQP only: the embedded bus has no broker)
+
+/// Closes, from the broker's side, every connection of the bus named `name` (as an operator
+/// would with `rabbitmqctl close_connection`); returns how many it closed.
+fn close_from_broker(name: &str) -> usize {
+    // The table form: its pids are in the syntax close_connection takes (the JSON form's are
+    // not).
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "--no-table-headers",
+            "list_connections",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("this test needs rabbitmqctl (the broker's own CLI) on PATH");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl list_connections: {out:?}"
+    );
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.contains(name) {
+            continue;
+        }
+        let pid = line.split('\t').next().expect("a connection pid");
+        let st = std::process::Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "close_connection",
+                pid,
+                "conformance test: broker-side close",
+            ])
+            .output()
+            .expect("rabbitmqctl close_connection");
+        assert!(st.status.success(), "close_connection {pid}: {st:?}");
+        closed += 1;
+    }
+    closed
+}
+
+/// The broker drops the hub's connection twice mid-stream: the outbox keeps what could not be
+/// published, publishing and consuming reconnect with backoff, and every message is consumed
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn amqp_connection_closed_by_the_broker_mid_stream() {
+    common::run_case(async {
+        let kit = Kit::new(Kind::Amqp).await;
+        let amqp = kit.made.lock().unwrap()[0].clone();
+        let handler = Scripted::new(0);
+        let consumer = start(&kit.bus, handler.clone(), 16, policy(5));
+        let relay = xfhub_routes::Relay::new();
+        let stop = CancellationToken::new();
+        let relay_task = tokio::spawn(relay.clone().run(
+            kit.store.clone(),
+            kit.bus.clone(),
+            stop.clone(),
+        ));
+        let mut closed = 0;
+        for batch in 0..30u64 {
+            ingest_petitions(&kit.store, batch * 10..batch * 10 + 10).await;
+            relay.notify();
+            if batch == 10 || batch == 20 {
+                closed += close_from_broker(amqp.connection_name());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            closed >= 2,
+            "the broker closed the bus's connection ({closed})"
+        );
+        kit.wait_hops("consumed", 300).await;
+        wait_until(
+            || async { kit.store.outbox_unsent(10).await.unwrap().is_empty() },
+            WAIT,
+            "every outbox row confirmed",
+        )
+        .await;
+        stop.cancel();
+        relay_task.await.unwrap();
+        consumer.stop().await;
+        assert_eq!(
+            kit.hops("consumed").await,
+            300,
+            "each message consumed once"
+        );
+        let seen: std::collections::HashSet<String> = handler
+            .attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert_eq!(seen.len(), 300);
+        assert!(amqp.is_connected().await, "reconnected");
+        kit.finish().await;
+    })
+    .await;
+}
+
+/// A message whose consumer dies on it every time is dead-lettered by the broker after
+/// `delivery_limit` deliveries; the collector records it in the store's dead letters, from where
+/// it is replayed like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn amqp_broker_dead_letters_are_collected_and_replayable() {
+    common::run_case(async {
+        let mut kit = Kit::new(Kind::Amqp).await;
+        let first = kit.made.lock().unwrap()[0].clone();
+        first.delete_topology().await.unwrap();
+        first.close().await;
+        kit.amqp.as_mut().unwrap().delivery_limit = 2;
+        let bus = kit.new_bus().await;
+        kit.bus = bus;
+        let receipts = ingest_petitions(&kit.store, 0..1).await;
+        kit.publish_pending(kit.bus.as_ref()).await;
+        let mut crashes = 0;
+        loop {
+            let bus = kit.new_bus().await;
+            let mut rx = bus.consume(QUEUE, 1).await.unwrap();
+            match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                Ok(Some(d)) => {
+                    crashes += 1;
+                    drop(d);
+                    drop(rx);
+                    let last = kit.made.lock().unwrap().last().unwrap().clone();
+                    last.close().await;
+                }
+                _ => break,
+            }
+            assert!(crashes < 10, "the broker never gave up on the message");
+        }
+        assert_eq!(crashes, 3, "delivered 1 + delivery_limit times");
+        let collector_bus = kit.made.lock().unwrap()[1].clone();
+        let stop = CancellationToken::new();
+        let collector = tokio::spawn(collector_bus.collect_dead_letters(stop.clone()));
+        wait_until(
+            || async { !kit.store.dead_letters(true, 10).await.unwrap().is_empty() },
+            WAIT,
+            "the broker's dead letter in the store",
+        )
+        .await;
+        let dead = kit.store.dead_letters(true, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].queue, QUEUE);
+        assert_eq!(dead[0].message_id, receipts[0].message_id.to_string());
+        assert!(
+            dead[0].reason.contains("delivery_limit"),
+            "{}",
+            dead[0].reason
+        );
+        stop.cancel();
+        collector.await.unwrap();
+
+        let consumer = start(&kit.bus, Scripted::new(0), 4, policy(5));
+        assert_eq!(
+            kit.bus.replay(dead[0].id).await.unwrap().as_deref(),
+            Some(QUEUE)
+        );
+        kit.wait_hops("consumed", 1).await;
+        consumer.stop().await;
+        assert_eq!(kit.hops("consumed").await, 1);
+        kit.finish().await;
+    })
+    .await;
+}
