@@ -13,6 +13,7 @@
 
 mod ext;
 pub mod intake;
+mod nonces;
 mod read;
 mod security;
 mod writer;
