@@ -46,10 +46,12 @@ pub struct AppState {
     pub auth: crate::auth::AuthSettings,
     /// The routing table in force, its source and its reloads.
     pub routes: ActiveRoutes,
-    /// Exchange packages: settings and the one-import-at-a-time lock.
-    pub exchange: crate::exchange::ExchangeState,
     /// The pull connectors (provincial sharing site, 12345 platform).
     pub connectors: xfhub_connectors::Connectors,
+    /// Excel imports and exports: settings, job slots, live progress.
+    pub excel: crate::excel::ExcelState,
+    /// Exchange packages: settings and the one-import-at-a-time lock.
+    pub exchange: crate::exchange::ExchangeState,
     /// The warning module's word lists in force (the API invalidates them after a change).
     pub words: Arc<xfhub_modules::warning::Words>,
 }
@@ -151,6 +153,8 @@ impl Hub {
         );
         // The SMS connector and the business modules (issue 8).
         let words = crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
+        // Import jobs a stopped process left running end as failed, their batches counted.
+        crate::excel::jobs::mark_interrupted(&store).await?;
         let state = AppState {
             store,
             bus,
@@ -163,10 +167,12 @@ impl Hub {
             auth: crate::auth::AuthSettings {
                 window_ms: config.security.signature_window_secs as i64 * 1000,
                 body_limit: config.limits.body_bytes,
+                upload_limit: config.excel.upload_body_limit(),
             },
             routes,
-            exchange: crate::exchange::ExchangeState::new(config.exchange.clone()),
             connectors,
+            excel: crate::excel::ExcelState::new(config.excel.clone()),
+            exchange: crate::exchange::ExchangeState::new(config.exchange.clone()),
             words,
         };
         Ok(Hub {

@@ -62,6 +62,10 @@ pub enum RouteGroup {
     Read,
     /// `/admin/*` and `/metrics`.
     Admin,
+    /// Excel uploads, import jobs and templates (`/api/v1/imports*`, `/api/v1/excel/*`).
+    Import,
+    /// Excel exports (`/api/v1/exports`).
+    Export,
 }
 
 impl RouteGroup {
@@ -71,6 +75,8 @@ impl RouteGroup {
             RouteGroup::Submit => "submit",
             RouteGroup::Read => "read",
             RouteGroup::Admin => "admin",
+            RouteGroup::Import => "import",
+            RouteGroup::Export => "export",
         }
     }
 
@@ -81,6 +87,8 @@ impl RouteGroup {
             RouteGroup::Submit => Some("submit"),
             RouteGroup::Read => Some("read"),
             RouteGroup::Admin => Some("admin"),
+            RouteGroup::Import => Some("import"),
+            RouteGroup::Export => Some("export"),
         }
     }
 }
@@ -91,6 +99,10 @@ pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
         "/healthz" | "/readyz" | "/openapi.json" => RouteGroup::Open,
         "/metrics" => RouteGroup::Admin,
         p if p.starts_with("/admin/") || p == "/admin" => RouteGroup::Admin,
+        p if p.starts_with("/api/v1/imports") || p.starts_with("/api/v1/excel/") => {
+            RouteGroup::Import
+        }
+        "/api/v1/exports" => RouteGroup::Export,
         "/api/v1/petitions" | "/api/v1/workorders" if method == axum::http::Method::POST => {
             RouteGroup::Submit
         }
@@ -137,6 +149,8 @@ pub struct AuthSettings {
     pub window_ms: i64,
     /// Largest body read to check a signature (the route's own limit still applies).
     pub body_limit: usize,
+    /// The same for Excel uploads (`[excel] max_upload_bytes` plus the multipart framing).
+    pub upload_limit: usize,
 }
 
 /// Client records by app key, with the time each was read.
@@ -321,7 +335,12 @@ async fn verify(s: &AppState, req: Request, scope: &str) -> Result<(Caller, Requ
             "时间戳无效或超出允许的时间窗口",
         )));
     }
-    let bytes = match axum::body::to_bytes(body, s.auth.body_limit).await {
+    let limit = if group_of(&parts.method, parts.uri.path()) == RouteGroup::Import {
+        s.auth.upload_limit
+    } else {
+        s.auth.body_limit
+    };
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return Err(fail(ApiError::new(

@@ -35,8 +35,6 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The routing table of the bus.
     pub routes: RoutesConfig,
-    /// Exchange packages (`crate::exchange::ExchangeConfig`).
-    pub exchange: crate::exchange::ExchangeConfig,
     /// The pull connectors: `[connectors.provincial]` (provincial sharing site, SOAP) and
     /// `[connectors.hotline12345]` (12345 platform, REST); see `xfhub_connectors::pull::PullSettings`.
     pub connectors: xfhub_connectors::ConnectorsConfig,
@@ -46,6 +44,10 @@ pub struct Config {
     pub warning: xfhub_modules::warning::WarningConfig,
     /// The dispatch module (`xfhub_modules::dispatch::DispatchConfig`).
     pub dispatch: xfhub_modules::dispatch::DispatchConfig,
+    /// Excel imports and exports (`crate::excel::ExcelConfig`).
+    pub excel: crate::excel::ExcelConfig,
+    /// Exchange packages (`crate::exchange::ExchangeConfig`).
+    pub exchange: crate::exchange::ExchangeConfig,
 }
 
 /// The routing table (`routes.toml`, see the README, "Routing table").
@@ -258,11 +260,12 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             tls: TlsConfig::default(),
             routes: RoutesConfig::default(),
-            exchange: crate::exchange::ExchangeConfig::default(),
             connectors: Default::default(),
             sms: Default::default(),
             warning: Default::default(),
             dispatch: Default::default(),
+            excel: crate::excel::ExcelConfig::default(),
+            exchange: crate::exchange::ExchangeConfig::default(),
         }
     }
 }
@@ -333,6 +336,7 @@ impl Config {
     /// Checks values serde cannot: every error is reported, not only the first.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
+        errors.extend(self.excel.problems());
         errors.extend(self.exchange.problems());
         if self.limits.body_bytes < 1024 {
             errors.push("limits.body_bytes: must be at least 1024".to_owned());

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod excel;
 pub mod exchange;
 pub mod extract;
 pub mod keys;

@@ -67,6 +67,50 @@ enum Command {
         #[command(subcommand)]
         command: xfhub::exchange::cli::ExchangeCommand,
     },
+    /// Import an Excel workbook into the store (progress bar, summary, error report). Exits 0
+    /// when every row was imported or a repeat, 2 when rows were rejected, 1 on failure.
+    Import {
+        /// The .xlsx or .xls file.
+        file: PathBuf,
+        /// petition | workorder | key_person | word_list
+        #[arg(long)]
+        kind: String,
+        /// Where to write the error report (default: FILE.errors.xlsx beside the file).
+        #[arg(long)]
+        errors: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Export petitions or work orders of a date range as .xlsx (numbers masked unless
+    /// --clear-pii).
+    Export {
+        /// petition | workorder
+        #[arg(long)]
+        kind: String,
+        /// Complaint (call) date from, inclusive, YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<String>,
+        /// Complaint (call) date to, inclusive, YYYY-MM-DD.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this division code.
+        #[arg(long)]
+        division: Option<String>,
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Write identity and phone numbers in clear (the export is audited either way).
+        #[arg(long)]
+        clear_pii: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +342,39 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(reseal(&cfg))
         }
         Command::Clients { command } => rt.block_on(clients(command)),
+        Command::Import {
+            file,
+            kind,
+            errors,
+            quiet: no_bar,
+            target,
+        } => {
+            let cfg = quiet(&target)?;
+            let code = rt.block_on(xfhub::excel::cli::import(&cfg, &file, &kind, errors, no_bar))?;
+            std::process::exit(code);
+        }
+        Command::Export {
+            kind,
+            from,
+            to,
+            division,
+            status,
+            out,
+            clear_pii,
+            target,
+        } => {
+            let cfg = quiet(&target)?;
+            let args = xfhub::excel::cli::ExportArgs {
+                kind,
+                from,
+                to,
+                division,
+                status,
+                out,
+                clear_pii,
+            };
+            rt.block_on(xfhub::excel::cli::export(&cfg, args))
+        }
         Command::Exchange { command } => rt.block_on(xfhub::exchange::cli::run(command)),
         Command::Routes { command } => {
             if !routes(command) {

@@ -129,6 +129,9 @@ impl RateLimits {
             RouteGroup::Submit => Some(&self.inner.submit),
             RouteGroup::Read => Some(&self.inner.read),
             RouteGroup::Admin => Some(&self.inner.admin),
+            // Excel uploads share the submit limits, exports the read limits.
+            RouteGroup::Import => Some(&self.inner.submit),
+            RouteGroup::Export => Some(&self.inner.read),
         }
     }
 

@@ -1405,7 +1405,7 @@ fn merge(
 ) -> Vec<RowError> {
     let failed: Vec<String> = cell_errors.iter().map(|e| e.error.path.clone()).collect();
     for e in validation {
-        if failed.iter().any(|p| *p == e.path) {
+        if failed.contains(&e.path) {
             continue;
         }
         let column = kind

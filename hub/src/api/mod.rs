@@ -30,6 +30,21 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/code-tables", get(records::list_code_tables))
         .route("/api/v1/code-tables/{name}", get(records::get_code_table))
         .route("/api/v1/echo", post(ops::echo))
+        .route(
+            "/api/v1/excel/templates/{kind}",
+            get(crate::excel::api::template),
+        )
+        // The upload's size is bounded by authentication (`[excel] max_upload_bytes`).
+        .route(
+            "/api/v1/imports",
+            post(crate::excel::api::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/imports/{id}", get(crate::excel::api::job))
+        .route(
+            "/api/v1/imports/{id}/errors.xlsx",
+            get(crate::excel::api::error_report),
+        )
+        .route("/api/v1/exports", get(crate::excel::api::export))
         // SMS, smart warning and joint dispatch (issue 8).
         .route("/api/v1/sms", get(sms::log))
         .route("/api/v1/sms/{id}", get(sms::get_sms))
@@ -123,8 +138,6 @@ pub fn routes() -> Router<AppState> {
         admin::replay,
         admin::import_errors,
         admin::routes,
-        crate::exchange::pull,
-        crate::exchange::push,
         connectors::list,
         connectors::reprocess,
         sms::log,
@@ -152,6 +165,13 @@ pub fn routes() -> Router<AppState> {
         dispatch::update_rule,
         dispatch::delete_rule,
         dispatch::duplicates,
+        crate::excel::api::template,
+        crate::excel::api::upload,
+        crate::excel::api::job,
+        crate::excel::api::error_report,
+        crate::excel::api::export,
+        crate::exchange::pull,
+        crate::exchange::push,
     ),
     modifiers(&SignedRequests),
     tags(
@@ -159,10 +179,11 @@ pub fn routes() -> Router<AppState> {
         (name = "reference", description = "Code tables"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "admin", description = "Message trail, dead letters, import errors, routing table"),
-        (name = "exchange", description = "Standard exchange packages: zip of header, data files, manifest (SM3 and SHA-256 of each file, next cursor) and HMAC-SM3 signature (scopes `export`, `import`)"),
         (name = "sms", description = "SMS log and status, templates, the gateway's delivery-report callback (scope `write_back`)"),
         (name = "warning", description = "Word lists, record tags, alerts and their graded flow"),
         (name = "dispatch", description = "Role holders, auto-assignment rules, duplicate candidates"),
+        (name = "exchange", description = "Standard exchange packages: zip of header, data files, manifest (SM3 and SHA-256 of each file, next cursor) and HMAC-SM3 signature (scopes `export`, `import`)"),
+        (name = "excel", description = "Excel templates, imports with error reports, exports (scopes `import`, `export`)"),
     )
 )]
 pub struct ApiDoc;

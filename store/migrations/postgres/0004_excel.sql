@@ -36,7 +36,9 @@ CREATE TABLE excel_job_rows (
     reasons TEXT NOT NULL,
     PRIMARY KEY (job_id, row_no)
 );
-CREATE INDEX import_errors_source_ref ON import_errors (source_ref);
+-- Rejected rows are found by (source, source_ref); migration 0003 (connectors) creates the same
+-- index, whichever migration runs first.
+CREATE INDEX IF NOT EXISTS import_errors_source_ref ON import_errors (source, source_ref);
 
 -- 重点人员 key persons, one per identity number. Identity and mobile numbers are sealed (SM4);
 -- id_digest is their blind index (`id_number` field), the key of the upsert.
