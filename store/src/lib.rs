@@ -14,6 +14,7 @@
 mod ext;
 pub mod intake;
 pub mod lease;
+mod nonces;
 mod read;
 mod security;
 mod writer;

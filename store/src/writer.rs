@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use xfhub_schemas::{Envelope, Record};
 
 use crate::ext::{SqlValue, Stmt, Txn, TxnOutcome};
+use crate::nonces::NonceCache;
 use crate::security::{AuditDraft, ClientRecord, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
 
@@ -246,9 +249,115 @@ struct WriterState {
     next_change_seq: Option<i64>,
     /// (seq, hash) of the last audit entry: the chain continues from it.
     audit_head: Option<(i64, String)>,
+    /// SQLite: the replay cache of nonces (see `nonces.rs`); shared by the clones a group
+    /// makes, undone through its journal when a transaction fails. None on PostgreSQL.
+    nonces: Option<Arc<Mutex<NonceCache>>>,
 }
 
 impl WriterState {
+    fn new(sqlite: bool) -> Self {
+        WriterState {
+            nonces: sqlite.then(Default::default),
+            ..WriterState::default()
+        }
+    }
+
+    /// Forgets what may be ahead of the database after a failed commit.
+    fn reset(&mut self) {
+        self.next_change_seq = None;
+        self.audit_head = None;
+    }
+
+    fn nonce_mark(&self) -> usize {
+        self.nonces.as_ref().map_or(0, |n| lock(n).mark())
+    }
+
+    fn nonce_rollback(&self, mark: usize) {
+        if let Some(n) = &self.nonces {
+            lock(n).rollback_to(mark);
+        }
+    }
+
+    fn nonce_commit(&self) {
+        if let Some(n) = &self.nonces {
+            lock(n).commit();
+        }
+    }
+
+    /// Records nonces, answering for each whether it is fresh; a nonce repeated in the list is
+    /// fresh for its first use only. SQLite: checked in the cache and appended to the log;
+    /// PostgreSQL: the unique index decides.
+    async fn use_nonces(&mut self, tx: &mut Tx, nonces: &[(&str, &str, i64)]) -> Result<Vec<bool>> {
+        if nonces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(cache) = self.nonces.clone() else {
+            return use_nonces_indexed(tx, nonces).await;
+        };
+        if !lock(&cache).loaded {
+            let now = now_ms();
+            let mut rows = sqlx::query(
+                "SELECT app_key, nonce, expires_at FROM nonces WHERE expires_at >= $1 \
+                 UNION ALL SELECT app_key, nonce, expires_at FROM nonce_log WHERE expires_at >= $1",
+            )
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+            rows.sort_by_key(|r| r.try_get::<i64, _>("expires_at").unwrap_or(0));
+            let mut c = lock(&cache);
+            for r in &rows {
+                c.load(
+                    r.try_get("app_key")?,
+                    r.try_get("nonce")?,
+                    r.try_get("expires_at")?,
+                );
+            }
+            c.loaded = true;
+        }
+        let now = now_ms();
+        let (fresh, prune) = {
+            let mut c = lock(&cache);
+            let fresh: Vec<bool> = nonces
+                .iter()
+                .map(|(k, n, exp)| c.use_once(k, n, *exp, now))
+                .collect();
+            let prune = c.since_prune >= 4096;
+            if prune {
+                c.since_prune = 0;
+            }
+            (fresh, prune)
+        };
+        let rows: Vec<Vec<Arg<'_>>> = nonces
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .map(|((k, n, exp), _)| vec![Arg::Text(k), Arg::Text(n), Arg::Int(*exp)])
+            .collect();
+        insert_rows(
+            tx,
+            "INSERT INTO nonce_log (app_key, nonce, expires_at)",
+            "",
+            &rows,
+        )
+        .await?;
+        if prune {
+            // The log is in insertion order, which is expiry order: expired rows are at its
+            // start, and the scan stops after them.
+            sqlx::query(
+                "DELETE FROM nonce_log WHERE id IN \
+                 (SELECT id FROM nonce_log WHERE expires_at < $1 ORDER BY id LIMIT 20000)",
+            )
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(fresh)
+    }
+
     async fn next_seq(&mut self, tx: &mut Tx) -> Result<i64> {
         let next = match self.next_change_seq {
             Some(n) => n,
@@ -397,7 +506,7 @@ async fn run_loop(
     shared: bool,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
-    let mut state = WriterState::default();
+    let mut state = WriterState::new(ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false));
     while let Some(first) = rx.recv().await {
         jobs.push(first);
         while jobs.len() < max_batch {
@@ -422,6 +531,7 @@ async fn run_loop(
 /// fails and the others still commit.
 async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState, shared: bool) {
     let mut fast_state = state.clone();
+    let mark = state.nonce_mark();
     let fast = async {
         let mut tx = pool.begin().await?;
         lock_writers(&mut tx, shared, &mut fast_state).await?;
@@ -434,6 +544,7 @@ async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState, s
     match fast {
         Ok(outputs) => {
             *state = fast_state;
+            state.nonce_commit();
             for (job, out) in jobs.into_iter().zip(outputs) {
                 deliver(job, Ok(out));
             }
@@ -441,7 +552,8 @@ async fn commit_group(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterState, s
         Err(e) => {
             tracing::warn!(error = %e, group = jobs.len(), "StoreGroupFallback");
             // The sequence counter may be ahead of what committed: read it again.
-            *state = WriterState::default();
+            state.reset();
+            state.nonce_rollback(mark);
             commit_one_by_one(pool, jobs, state, shared).await;
         }
     }
@@ -465,6 +577,7 @@ async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterSta
     let mut tentative = state.clone();
     for job in &jobs {
         let before = tentative.clone();
+        let mark = tentative.nonce_mark();
         let r = match sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
             Err(e) => Err(StoreError::from(e)),
             Ok(_) => {
@@ -482,6 +595,7 @@ async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterSta
                 }
                 if r.is_err() {
                     tentative = before;
+                    tentative.nonce_rollback(mark);
                     // Keep savepoint nesting flat on PostgreSQL.
                     let _ = sqlx::query("RELEASE SAVEPOINT op").execute(&mut *tx).await;
                 }
@@ -493,6 +607,7 @@ async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterSta
     match tx.commit().await {
         Ok(()) => {
             *state = tentative;
+            state.nonce_commit();
             for (job, r) in jobs.into_iter().zip(results) {
                 deliver(job, r);
             }
@@ -500,7 +615,8 @@ async fn commit_one_by_one(pool: &AnyPool, jobs: Vec<Job>, state: &mut WriterSta
         Err(e) => {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "StoreCommitError");
-            *state = WriterState::default();
+            state.reset();
+            state.nonce_rollback(0);
             jobs.into_iter().for_each(|j| deliver(j, Err(err.clone())));
         }
     }
@@ -550,7 +666,10 @@ async fn apply_batched(tx: &mut Tx, jobs: &[&Job], state: &mut WriterState) -> R
             Job::ImportError(item, _) => Output::Id(import_error(tx, item).await?),
             Job::Audit(d, _) => Output::Id(state.append_audit(tx, d).await?),
             Job::UseNonce(app_key, nonce, expires_at, _) => {
-                Output::Bool(use_nonce(tx, app_key, nonce, *expires_at).await?)
+                let fresh = state
+                    .use_nonces(tx, &[(app_key, nonce, *expires_at)])
+                    .await?;
+                Output::Bool(fresh[0])
             }
             Job::PutClient(c, d, _) => {
                 put_client(tx, c).await?;
@@ -785,25 +904,12 @@ async fn ingest_batch(
     }
 
     // Nonces of signed requests: one statement records them all and tells which are new.
-    let nonce_rows: Vec<Vec<Arg<'_>>> = items
+    let nonces: Vec<(&str, &str, i64)> = items
         .iter()
         .filter_map(|it| it.nonce.as_ref())
-        .map(|(k, n, exp)| vec![Arg::Text(k), Arg::Text(n), Arg::Int(*exp)])
+        .map(|(k, n, exp)| (k.as_str(), n.as_str(), *exp))
         .collect();
-    let mut fresh_nonces = std::collections::HashSet::new();
-    for row in insert_rows(
-        tx,
-        "INSERT INTO nonces (app_key, nonce, expires_at)",
-        "ON CONFLICT (app_key, nonce) DO NOTHING RETURNING app_key, nonce",
-        &nonce_rows,
-    )
-    .await?
-    {
-        fresh_nonces.insert((
-            row.try_get::<String, _>("app_key")?,
-            row.try_get::<String, _>("nonce")?,
-        ));
-    }
+    let mut nonce_fresh = state.use_nonces(tx, &nonces).await?.into_iter();
 
     let now = now_ms();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -813,9 +919,9 @@ async fn ingest_batch(
     let mut outbox = Vec::new();
     let mut versions = Vec::new();
     for (idx, it) in items.iter().enumerate() {
-        if let Some((app_key, nonce, _)) = &it.nonce {
+        if it.nonce.is_some() {
             // A nonce repeated inside one group is fresh for its first request only.
-            if !fresh_nonces.remove(&(app_key.clone(), nonce.clone())) {
+            if !nonce_fresh.next().unwrap_or(false) {
                 outcomes.push(IngestOutcome::Replayed);
                 continue;
             }
@@ -1026,27 +1132,48 @@ async fn ingest_batch(
     Ok(outcomes)
 }
 
-async fn use_nonce(tx: &mut Tx, app_key: &str, nonce: &str, expires_at: i64) -> Result<bool> {
+/// PostgreSQL: the unique index on (app key, nonce) decides which nonces are fresh.
+async fn use_nonces_indexed(tx: &mut Tx, nonces: &[(&str, &str, i64)]) -> Result<Vec<bool>> {
     // Forget expired nonces now and then; a replay of one is refused by its timestamp anyway.
     static USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024 == 0 {
+    if USES.fetch_add(nonces.len() as u64, std::sync::atomic::Ordering::Relaxed) % 1024
+        < nonces.len() as u64
+    {
         sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
             .bind(now_ms())
             .execute(&mut **tx)
             .await?;
     }
-    let fresh = sqlx::query(
-        "INSERT INTO nonces (app_key, nonce, expires_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (app_key, nonce) DO NOTHING",
+    let rows: Vec<Vec<Arg<'_>>> = nonces
+        .iter()
+        .map(|(k, n, exp)| vec![Arg::Text(k), Arg::Text(n), Arg::Int(*exp)])
+        .collect();
+    let mut inserted = std::collections::HashSet::new();
+    // An expired nonce may be used again (its old request fails the timestamp check anyway);
+    // `now` is an integer: formatting it into the statement cannot inject anything.
+    let tail = format!(
+        "ON CONFLICT (app_key, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         WHERE nonces.expires_at < {} RETURNING app_key, nonce",
+        now_ms()
+    );
+    for row in insert_rows(
+        tx,
+        "INSERT INTO nonces (app_key, nonce, expires_at)",
+        &tail,
+        &rows,
     )
-    .bind(app_key)
-    .bind(nonce)
-    .bind(expires_at)
-    .execute(&mut **tx)
     .await?
-    .rows_affected()
-        == 1;
-    Ok(fresh)
+    {
+        inserted.insert((
+            row.try_get::<String, _>("app_key")?,
+            row.try_get::<String, _>("nonce")?,
+        ));
+    }
+    // A nonce repeated in the list is fresh for its first use only.
+    Ok(nonces
+        .iter()
+        .map(|(k, n, _)| inserted.remove(&((*k).to_owned(), (*n).to_owned())))
+        .collect())
 }
 
 async fn put_client(tx: &mut Tx, c: &ClientRecord) -> Result<()> {
@@ -1690,4 +1817,8 @@ async fn apply_txn(tx: &mut Tx, txn: &Txn, state: &mut WriterState) -> Result<Tx
         rows_affected,
         audit,
     })
+}
+
+fn lock(m: &Mutex<NonceCache>) -> MutexGuard<'_, NonceCache> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

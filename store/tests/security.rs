@@ -15,7 +15,7 @@ use xfhub_schemas::{sample_petition, Envelope};
 use xfhub_security::audit::{verify_chain, verify_chain_from, GENESIS};
 use xfhub_store::{
     AuditDraft, AuditRow, ClientRecord, Effect, ImportErrorItem, IngestItem, IngestOutcome,
-    ListQuery, RecordKind, ResealTable, Store, StoreError,
+    ListQuery, RecordKind, ResealTable, Stmt, Store, StoreError, Txn,
 };
 
 use common::{
@@ -40,7 +40,8 @@ backend_tests!(
 
 backend_tests_with_url!(
     case_audit_log_is_append_only,
-    case_two_writers_keep_one_audit_chain
+    case_two_writers_keep_one_audit_chain,
+    case_nonces_survive_a_reopen_and_failed_commits_free_them
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,4 +1078,48 @@ async fn case_two_writers_keep_one_audit_chain(hub: Store, url: String) {
     assert_eq!(rows.len(), 15);
     assert_eq!(verify(&rows), 15);
     cli.close().await;
+}
+
+/// Used nonces are refused again after the store is closed and opened (SQLite reloads its
+/// replay cache from the log); a nonce whose transaction failed was never used.
+async fn case_nonces_survive_a_reopen_and_failed_commits_free_them(store: Store, url: String) {
+    let now_ms = xfhub_store::now_ms;
+    let later = now_ms() + 600_000;
+    assert!(store.use_nonce("xfa", "kept", later).await.unwrap());
+    assert!(store
+        .use_nonce("xfa", "expired", now_ms() - 1)
+        .await
+        .unwrap());
+    let with_nonce = IngestItem {
+        nonce: Some(("xfa".to_owned(), "failed".to_owned(), later)),
+        ..sample_petition_item(1)
+    };
+    let failing = Stmt::new("INSERT INTO audit_log (seq) VALUES ($1)").bind(1_i64);
+    let err = store
+        .transact(Txn {
+            ingests: vec![with_nonce.clone()],
+            statements: vec![failing],
+            ..Txn::default()
+        })
+        .await;
+    assert!(err.is_err(), "the statement violates NOT NULL");
+    store.close().await;
+
+    let store = Store::open(xfhub_store::StoreOptions::new(url))
+        .await
+        .expect("reopen");
+    assert!(
+        !store.use_nonce("xfa", "kept", later).await.unwrap(),
+        "replay after reopen"
+    );
+    assert!(
+        store.use_nonce("xfa", "expired", later).await.unwrap(),
+        "expired: forgotten"
+    );
+    let out = store.ingest(with_nonce).await.unwrap();
+    assert!(
+        matches!(out, IngestOutcome::Created(_)),
+        "{out:?}: the failed use did not count"
+    );
+    assert!(!store.use_nonce("xfa", "failed", later).await.unwrap());
 }
