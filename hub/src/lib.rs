@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod excel;
 pub mod exchange;

@@ -38,6 +38,9 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML), as checked in at contracts/openapi.yaml.
     Openapi,
+    /// Start the mock provincial sharing site and 12345 platform and a hub pulling from them,
+    /// so that records flow in at once (see the README, "Watch records flow in").
+    Demo(xfhub::demo::DemoArgs),
     /// Load a running hub: N petitions with C clients, against its echo route as baseline.
     Bench(bench::BenchArgs),
     /// Print the signature headers (HMAC-SM3) of a request, as curl arguments or JSON.
@@ -301,6 +304,13 @@ fn main() -> anyhow::Result<()> {
             })?;
             telemetry::init_logs(&cfg.log);
             rt.block_on(app::serve(cfg))
+        }
+        Command::Demo(args) => {
+            telemetry::init_logs(&config::LogConfig {
+                filter: "warn".to_owned(),
+                json: false,
+            });
+            rt.block_on(xfhub::demo::run(args))
         }
         Command::Openapi => {
             print!("{}", api::openapi_yaml());
