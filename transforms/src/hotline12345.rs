@@ -179,8 +179,10 @@ impl Obj<'_, '_, '_> {
     }
 
     fn req(&mut self, name: &str) -> Option<String> {
+        let before = self.m.errors.len();
         let v = self.opt(name);
-        if v.is_none() && self.v.get(name).is_none_or(Value::is_null) {
+        // Absent, null or blank: required (a value of the wrong type has its own error).
+        if v.is_none() && self.m.errors.len() == before {
             let p = self.path(name);
             self.m.required(&p);
         }
@@ -411,7 +413,13 @@ pub fn map_order(order: &Value, map: &CodeMap) -> Result<WorkOrder, Vec<FieldErr
         order_no, version, call_time, order_type, division, title, content, state,
     )
     else {
-        unreachable!("a missing required value is recorded as an error")
+        // Not reached: a missing required value is recorded as an error above.
+        return Err(vec![field_error(
+            "order",
+            "required",
+            "a required field is missing",
+            "缺少必填字段",
+        )]);
     };
     Ok(WorkOrder {
         source: SourceRef {

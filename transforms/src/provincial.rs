@@ -660,7 +660,13 @@ pub fn map_record(xml: &str, map: &CodeMap) -> Result<Mapped, Vec<FieldError>> {
         summary,
     )
     else {
-        unreachable!("a missing required value is recorded as an error")
+        // Not reached: a missing required value is recorded as an error above.
+        return Err(vec![field_error(
+            "xfj",
+            "required",
+            "a required column is missing",
+            "缺少必填字段",
+        )]);
     };
     let source = SourceRef {
         system: SOURCE_SYSTEM.to_owned(),
