@@ -54,6 +54,8 @@ pub struct AppState {
     pub exchange: crate::exchange::ExchangeState,
     /// The warning module's word lists in force (the API invalidates them after a change).
     pub words: Arc<xfhub_modules::warning::Words>,
+    /// The Xiangyiban app channel: identity provider keys, abuse limits (issue 9).
+    pub app: crate::mobile::AppChannel,
 }
 
 /// A started hub: state plus the background tasks (relay, consumers).
@@ -174,6 +176,7 @@ impl Hub {
             excel: crate::excel::ExcelState::new(config.excel.clone()),
             exchange: crate::exchange::ExchangeState::new(config.exchange.clone()),
             words,
+            app: crate::mobile::AppChannel::new(&config.app, &config.data_dir)?,
         };
         Ok(Hub {
             state,
@@ -211,6 +214,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let timeout = Duration::from_secs(config.limits.request_timeout_secs);
     let limits = crate::ratelimit::RateLimits::new(&config.rate_limits);
     api::routes()
+        // The app channel authenticates its own callers (staff JWTs, public sessions).
+        .merge(crate::mobile::routes(&config.app))
         // Per (route group, app key): needs the Caller that authentication attaches.
         .layer(middleware::from_fn_with_state(
             limits.clone(),

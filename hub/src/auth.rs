@@ -97,6 +97,10 @@ impl RouteGroup {
 pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => RouteGroup::Open,
+        // The Xiangyiban app channel is not signed by partners: staff present JWTs of the
+        // identity service, citizens public sessions; `crate::mobile` checks them and applies
+        // its own per-IP and per-account limits.
+        p if p.starts_with("/api/v1/app/") => RouteGroup::Open,
         "/metrics" => RouteGroup::Admin,
         p if p.starts_with("/admin/") || p == "/admin" => RouteGroup::Admin,
         p if p.starts_with("/api/v1/imports") || p.starts_with("/api/v1/excel/") => {

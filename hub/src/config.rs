@@ -48,6 +48,9 @@ pub struct Config {
     pub excel: crate::excel::ExcelConfig,
     /// Exchange packages (`crate::exchange::ExchangeConfig`).
     pub exchange: crate::exchange::ExchangeConfig,
+    /// The Xiangyiban app channel (`crate::mobile::AppConfig`): staff JWTs, the public
+    /// complaint channel, its abuse limits.
+    pub app: crate::mobile::AppConfig,
 }
 
 /// The routing table (`routes.toml`, see the README, "Routing table").
@@ -266,6 +269,7 @@ impl Default for Config {
             dispatch: Default::default(),
             excel: crate::excel::ExcelConfig::default(),
             exchange: crate::exchange::ExchangeConfig::default(),
+            app: crate::mobile::AppConfig::default(),
         }
     }
 }
@@ -338,6 +342,7 @@ impl Config {
         let mut errors = Vec::new();
         errors.extend(self.excel.problems());
         errors.extend(self.exchange.problems());
+        errors.extend(self.app.problems());
         if self.limits.body_bytes < 1024 {
             errors.push("limits.body_bytes: must be at least 1024".to_owned());
         }

@@ -14,6 +14,7 @@ pub mod excel;
 pub mod exchange;
 pub mod extract;
 pub mod keys;
+pub mod mobile;
 pub mod modules;
 pub mod ratelimit;
 pub mod soap;

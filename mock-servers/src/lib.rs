@@ -2,7 +2,8 @@
 //! fault injection, startable in-process from tests or through the `xfhub-mocks` binary.
 
 pub mod sms;
-
+pub mod idp;
+pub mod appmsg;
 pub mod core;
 pub mod faults;
 pub mod feed;

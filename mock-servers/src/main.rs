@@ -112,6 +112,12 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("sms") {
         std::process::exit(xfhub_mocks::sms::cli(&args[1..]));
     }
+    if args.get(1).map(String::as_str) == Some("idp") {
+        std::process::exit(xfhub_mocks::idp::cli(&args[1..]));
+    }
+    if args.get(1).map(String::as_str) == Some("appmsg") {
+        std::process::exit(xfhub_mocks::appmsg::cli(&args[1..]));
+    }
     if args.get(1).map(String::as_str) == Some("partners") {
         if let Err(e) = partners(&args[1..]) {
             eprintln!("xfhub-mocks partners: {e:#}");

@@ -1,0 +1,439 @@
+//! The staff mobile API (spec 5.1.5.3.2-1): profile, tracking lists of acceptance, handling and
+//! resolution (in progress, near deadline, overdue, reflowed) with drill-down to the petition,
+//! its process events and its materials; approvals (approve, comment), follows and alerts.
+//!
+//! Every call carries a staff JWT; a user sees only records whose division lies in the
+//! jurisdiction of their organisation (`org_division`). A record outside it answers
+//! `not_found`, like one that does not exist. Personal data is always masked here.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{Duration, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+use uuid::Uuid;
+use xfhub_schemas::Petition;
+use xfhub_security::pii::{self, DocKind};
+use xfhub_store::{now_ms, AuditDraft, RecordKind, Stmt, Txn};
+
+use super::jwt::{scope_prefix, StaffClaims};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Days before a deadline from which a case is "near deadline".
+const NEAR_DAYS: i64 = 3;
+
+fn store_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal("staff api", &e)
+}
+
+async fn claims(s: &AppState, headers: &HeaderMap) -> Result<StaffClaims, ApiError> {
+    s.app.jwks.verify_headers(headers).await
+}
+
+fn today() -> NaiveDate {
+    Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+        .date_naive()
+}
+
+/// `GET /api/v1/app/staff/profile`.
+pub async fn profile(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let name = s
+        .tables
+        .lookup("divisions", &c.org_division)
+        .map(|e| e.name_zh.clone());
+    Ok(Json(json!({
+        "user_id": c.sub,
+        "name": c.name,
+        "org": c.org,
+        "org_division": c.org_division,
+        "jurisdiction": name,
+        "roles": c.roles,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingParams {
+    /// `in_progress` (default), `near_deadline`, `overdue`, `reflowed`.
+    #[serde(default)]
+    pub list: Option<String>,
+    /// `acceptance` (registered, not yet accepted), `handling` (accepted, not replied),
+    /// `resolution` (replied, not concluded); all three when absent.
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A list item: what the phone shows, no personal data.
+fn item(id: &str, p: &Petition, today: NaiveDate) -> Value {
+    json!({
+        "id": id,
+        "source": p.source,
+        "division": p.appeal.division,
+        "summary": p.appeal.summary,
+        "status": p.status().as_str(),
+        "responsible_unit": p.handling.responsible_unit,
+        "deadline": p.handling.deadline,
+        "days_left": p.handling.deadline.map(|d| (d - today).num_days()),
+        "registered_at": p.acceptance.registered_at,
+    })
+}
+
+/// `GET /api/v1/app/staff/tracking?list&stage&limit`.
+pub async fn tracking(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<TrackingParams>,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let list = q.list.as_deref().unwrap_or("in_progress");
+    if !["in_progress", "near_deadline", "overdue", "reflowed"].contains(&list) {
+        return Err(ApiError::bad_param(
+            "list",
+            "in_progress, near_deadline, overdue or reflowed",
+            "应为 in_progress、near_deadline、overdue 或 reflowed",
+        ));
+    }
+    let statuses: &[&str] = match q.stage.as_deref() {
+        None => &["registered", "accepted", "replied"],
+        Some("acceptance") => &["registered"],
+        Some("handling") => &["accepted"],
+        Some("resolution") => &["replied"],
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "stage",
+                "acceptance, handling or resolution",
+                "应为 acceptance、handling 或 resolution",
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 200) as usize;
+    let mut sql = String::from(
+        "SELECT id, body FROM records WHERE kind = 'petition' AND division LIKE $1 AND status IN ('registered', 'accepted', 'replied')",
+    );
+    if list == "reflowed" {
+        sql.push_str(" AND id IN (SELECT petition_id FROM process_events WHERE kind = 'reflowed')");
+    }
+    sql.push_str(" ORDER BY updated_at DESC LIMIT 2000");
+    let rows = Stmt::new(sql)
+        .bind(format!("{}%", scope_prefix(&c.org_division)))
+        .query()
+        .fetch_all(s.store.reader())
+        .await
+        .map_err(store_err)?;
+    let today = today();
+    let mut items = Vec::new();
+    for r in rows {
+        let id: String = r.try_get("id").map_err(store_err)?;
+        let body: String = r.try_get("body").map_err(store_err)?;
+        let Ok(p) = serde_json::from_str::<Petition>(&body) else {
+            continue;
+        };
+        if !statuses.contains(&p.status().as_str()) || !c.covers(&p.appeal.division) {
+            continue;
+        }
+        let keep = match (list, p.handling.deadline) {
+            ("near_deadline", Some(d)) => d >= today && d <= today + Duration::days(NEAR_DAYS),
+            ("overdue", Some(d)) => d < today,
+            ("near_deadline" | "overdue", None) => false,
+            _ => true,
+        };
+        if keep {
+            items.push(item(&id, &p, today));
+            if items.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(Json(
+        json!({ "list": list, "count": items.len(), "items": items }),
+    ))
+}
+
+/// The petition `id` when it lies in the caller's jurisdiction (else `not_found`).
+async fn petition_in_scope(
+    s: &AppState,
+    c: &StaffClaims,
+    id: &str,
+) -> Result<(Uuid, Value), ApiError> {
+    let Ok(uuid) = Uuid::parse_str(id) else {
+        return Err(ApiError::not_found("petition"));
+    };
+    let rec = s
+        .store
+        .get_record(RecordKind::Petition, uuid)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ApiError::not_found("petition"))?;
+    let division = rec.data["appeal"]["division"].as_str().unwrap_or_default();
+    if !c.covers(division) {
+        return Err(ApiError::not_found("petition"));
+    }
+    Ok((uuid, rec.data))
+}
+
+/// `GET /api/v1/app/staff/petitions/{id}`: the petition (personal data masked), its process
+/// events and its materials.
+pub async fn petition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let (uuid, mut data) = petition_in_scope(&s, &c, &id).await?;
+    pii::open_document(&s.keys.current(), DocKind::Petition, &mut data).map_err(store_err)?;
+    pii::mask_document(DocKind::Petition, &mut data);
+    let rows = Stmt::new(
+        "SELECT kind, occurred_at, actor, body FROM process_events WHERE petition_id = $1 ORDER BY occurred_at, seq",
+    )
+    .bind(uuid.to_string())
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let mut events = Vec::new();
+    for r in rows {
+        let body: String = r.try_get("body").map_err(store_err)?;
+        events.push(json!({
+            "kind": r.try_get::<String, _>("kind").map_err(store_err)?,
+            "occurred_at": r.try_get::<String, _>("occurred_at").map_err(store_err)?,
+            "actor": r.try_get::<String, _>("actor").map_err(store_err)?,
+            "event": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        }));
+    }
+    let followed =
+        Stmt::new("SELECT 1 AS x FROM app_follows WHERE user_id = $1 AND record_id = $2")
+            .bind(&c.sub)
+            .bind(uuid.to_string())
+            .query()
+            .fetch_optional(s.store.reader())
+            .await
+            .map_err(store_err)?
+            .is_some();
+    let materials = data["appeal"]["materials"].clone();
+    Ok(Json(json!({
+        "id": uuid,
+        "petition": data,
+        "events": events,
+        "materials": materials,
+        "followed": followed,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRequest {
+    /// `approve` or `comment`.
+    pub action: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `POST /api/v1/app/staff/petitions/{id}/approvals`: approve or comment (audited).
+pub async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let r: ApprovalRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not the expected JSON: {e}"),
+            "请求内容格式错误",
+        )
+    })?;
+    let comment = r.comment.trim().to_owned();
+    let bad = match r.action.as_str() {
+        "approve" => comment.chars().count() > 500,
+        "comment" => comment.is_empty() || comment.chars().count() > 500,
+        _ => true,
+    };
+    if bad {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "action must be approve or comment; a comment needs 1 to 500 characters",
+            "操作应为审批或批示；批示内容1至500字",
+        )
+        .with_field(
+            "action",
+            "invalid_value",
+            "approve or comment",
+            "应为 approve 或 comment",
+        ));
+    }
+    let (uuid, _) = petition_in_scope(&s, &c, &id).await?;
+    let approval_id = Uuid::now_v7().to_string();
+    let now = now_ms();
+    s.store
+        .transact(Txn {
+            statements: vec![Stmt::new(
+                "INSERT INTO app_approvals (id, record_id, user_id, org, action, comment, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&approval_id)
+            .bind(uuid.to_string())
+            .bind(&c.sub)
+            .bind(&c.org)
+            .bind(&r.action)
+            .bind(&comment)
+            .bind(now)],
+            audit: vec![AuditDraft {
+                actor: format!("staff:{}", c.sub),
+                action: format!("app.{}", r.action),
+                target: format!("petition {uuid}"),
+                outcome: "ok".to_owned(),
+                remote: String::new(),
+                detail: String::new(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": approval_id, "record_id": uuid, "action": r.action})),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/app/staff/approvals`: my approvals and comments, newest first.
+pub async fn my_approvals(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let rows = Stmt::new(
+        "SELECT id, record_id, action, comment, created_at FROM app_approvals WHERE user_id = $1 ORDER BY created_at DESC LIMIT 200",
+    )
+    .bind(&c.sub)
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(json!({
+            "id": r.try_get::<String, _>("id").map_err(store_err)?,
+            "record_id": r.try_get::<String, _>("record_id").map_err(store_err)?,
+            "action": r.try_get::<String, _>("action").map_err(store_err)?,
+            "comment": r.try_get::<String, _>("comment").map_err(store_err)?,
+            "created_at": r.try_get::<i64, _>("created_at").map_err(store_err)?,
+        }));
+    }
+    Ok(Json(json!({ "items": out })))
+}
+
+/// `PUT /api/v1/app/staff/follows/{id}`.
+pub async fn follow(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let (uuid, _) = petition_in_scope(&s, &c, &id).await?;
+    s.store
+        .transact(Txn {
+            statements: vec![Stmt::new(
+                "INSERT INTO app_follows (user_id, record_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (user_id, record_id) DO NOTHING",
+            )
+            .bind(&c.sub)
+            .bind(uuid.to_string())
+            .bind(now_ms())],
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/app/staff/follows/{id}`.
+pub async fn unfollow(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let c = claims(&s, &headers).await?;
+    s.store
+        .transact(Txn {
+            statements: vec![Stmt::new(
+                "DELETE FROM app_follows WHERE user_id = $1 AND record_id = $2",
+            )
+            .bind(&c.sub)
+            .bind(id)],
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/app/staff/follows`: the petitions I follow that are still in my jurisdiction.
+pub async fn my_follows(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let rows = Stmt::new(
+        "SELECT r.id, r.body FROM app_follows f JOIN records r ON r.id = f.record_id WHERE f.user_id = $1 ORDER BY f.created_at DESC LIMIT 200",
+    )
+    .bind(&c.sub)
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let today = today();
+    let mut items = Vec::new();
+    for r in rows {
+        let id: String = r.try_get("id").map_err(store_err)?;
+        let body: String = r.try_get("body").map_err(store_err)?;
+        if let Ok(p) = serde_json::from_str::<Petition>(&body) {
+            if c.covers(&p.appeal.division) {
+                items.push(item(&id, &p, today));
+            }
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `GET /api/v1/app/staff/alerts`: alerts of the warning module in my jurisdiction.
+pub async fn alerts(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let rows = Stmt::new(
+        "SELECT id, kind, level, status, record_id, division, title, raised_at FROM alerts WHERE division LIKE $1 ORDER BY raised_at DESC LIMIT 100",
+    )
+    .bind(format!("{}%", scope_prefix(&c.org_division)))
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let mut items = Vec::new();
+    for r in rows {
+        items.push(json!({
+            "id": r.try_get::<String, _>("id").map_err(store_err)?,
+            "kind": r.try_get::<String, _>("kind").map_err(store_err)?,
+            "level": r.try_get::<String, _>("level").map_err(store_err)?,
+            "status": r.try_get::<String, _>("status").map_err(store_err)?,
+            "record_id": r.try_get::<Option<String>, _>("record_id").map_err(store_err)?,
+            "division": r.try_get::<String, _>("division").map_err(store_err)?,
+            "title": r.try_get::<String, _>("title").map_err(store_err)?,
+            "raised_at": r.try_get::<i64, _>("raised_at").map_err(store_err)?,
+        }));
+    }
+    Ok(Json(json!({ "items": items })))
+}

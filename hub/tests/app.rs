@@ -1,0 +1,943 @@
+//! The Xiangyiban app channel (issue 9), in process against the mock identity provider and the
+//! mock SMS gateway: registration to evaluation end to end; an app complaint reaches the
+//! business modules as `petition.received` (source `app`); staff tokens (expiry, bad signature,
+//! unknown key, key rotation) and jurisdiction; attachment types checked by content; a second
+//! evaluation refused; lockout after failed logins, SMS code limits and rate limits, with
+//! answers that do not tell whether an account or a case exists.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Row;
+use xfhub::app::Hub;
+use xfhub::config::Config;
+use xfhub_mocks::idp::{self, IdpConfig, MockIdp, TokenRequest};
+use xfhub_mocks::sms::{MockSmsGateway, SmsMockConfig};
+use xfhub_schemas::samples::{sample_id_number, sample_mobile, sample_petition};
+use xfhub_schemas::Petition;
+use xfhub_security::pii::{self, DocKind};
+use xfhub_store::{RecordKind, Stmt};
+
+use common::{assert_error_body, Reply};
+
+struct T {
+    hub: Hub,
+    app: axum::Router,
+    idp: MockIdp,
+    sms: MockSmsGateway,
+    _dir: tempfile::TempDir,
+}
+
+impl T {
+    async fn start(tune: impl FnOnce(&mut Config)) -> T {
+        let idp = MockIdp::start(IdpConfig::default()).await.unwrap();
+        let sms = MockSmsGateway::start(
+            ([127, 0, 0, 1], 0).into(),
+            SmsMockConfig {
+                per_number: (100, 100, 100),
+                ..SmsMockConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        config.bus.retry_base_ms = 50;
+        config.bus.retry_max_ms = 500;
+        config.sms.gateway_url = Some(sms.url());
+        config.sms.access_key = "sms-mock-key".into();
+        config.sms.access_secret = "sms-mock-secret".into();
+        config.sms.phone_per_minute = 100;
+        config.sms.phone_per_hour = 100;
+        config.app.jwks_url = Some(idp.jwks_url());
+        config.app.issuer = idp.issuer().to_owned();
+        config.app.audience = idp.audience().to_owned();
+        config.app.jwks_min_refresh_secs = 0;
+        config.app.sms_code_interval_secs = 0;
+        config.app.sms_codes_per_hour = 50;
+        config.app.per_ip_per_minute = 1000;
+        config.app.per_account_per_minute = 1000;
+        tune(&mut config);
+        let hub = Hub::start(config).await.expect("the hub starts");
+        let app = hub.router();
+        T {
+            hub,
+            app,
+            idp,
+            sms,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = bearer {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        common::send(&self.app, b.body(body).unwrap()).await
+    }
+
+    async fn post(&self, uri: &str, bearer: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, uri, bearer, Some(body)).await
+    }
+
+    fn staff(&self, sub: &str, org_division: &str, ttl: Option<i64>) -> String {
+        self.idp.issue(&TokenRequest {
+            sub: sub.into(),
+            name: "王科长".into(),
+            org: format!("XFJ-{org_division}"),
+            org_division: org_division.into(),
+            roles: vec!["handler".into()],
+            ttl_secs: ttl,
+        })
+    }
+
+    /// Asks for an SMS code and reads it from the mock gateway.
+    async fn code(&self, mobile: &str, purpose: &str) -> String {
+        let before = self.sms.texts_to(mobile);
+        let r = self
+            .post(
+                "/api/v1/app/public/sms-codes",
+                None,
+                json!({"mobile": mobile, "purpose": purpose}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let texts: Vec<_> = self
+                .sms
+                .texts()
+                .into_iter()
+                .filter(|t| t.phone == mobile)
+                .collect();
+            if texts.len() > before {
+                let t = texts.last().unwrap();
+                assert_eq!(t.template_code, "app_verify_code");
+                return t.template_param["code"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no SMS code reached the mock gateway"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn register(&self, i: u64, name: &str, password: &str) -> (String, String) {
+        let mobile = sample_mobile(i);
+        let code = self.code(&mobile, "register").await;
+        let r = self
+            .post(
+                "/api/v1/app/public/register",
+                None,
+                json!({
+                    "name": name, "id_number": sample_id_number(i, "430102"),
+                    "address": "湖南省长沙市芙蓉区五一大道1号", "mobile": mobile, "sms_code": code,
+                    "password": password, "recovery_question": "小学名称", "recovery_answer": "育才小学",
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        (mobile, r.json()["user_id"].as_str().unwrap().to_owned())
+    }
+
+    async fn login(&self, mobile: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/app/public/login",
+            None,
+            json!({"mobile": mobile, "password": password}),
+        )
+        .await
+    }
+
+    async fn session(&self, mobile: &str, password: &str) -> String {
+        let r = self.login(mobile, password).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn submit(&self, session: &str, form: Value, files: &[(&str, &[u8])]) -> Reply {
+        let boundary = "xfhub-app-test-boundary";
+        let mut body = Vec::new();
+        write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"complaint\"\r\nContent-Type: application/json\r\n\r\n").unwrap();
+        body.extend(serde_json::to_vec(&form).unwrap());
+        body.extend(b"\r\n");
+        for (name, data) in files {
+            write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").unwrap();
+            body.extend_from_slice(data);
+            body.extend(b"\r\n");
+        }
+        write!(body, "--{boundary}--\r\n").unwrap();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/app/public/complaints")
+            .header("authorization", format!("Bearer {session}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        common::send(&self.app, req).await
+    }
+
+    /// A responsible unit replies (as a partner system would write a new version).
+    async fn reply(&self, record_id: &str) {
+        let store = &self.hub.state.store;
+        let ring = self.hub.state.keys.current();
+        let rec = store
+            .get_record(RecordKind::Petition, record_id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut data = rec.data;
+        pii::open_document(&ring, DocKind::Petition, &mut data).unwrap();
+        let mut p: Petition = serde_json::from_value(data).unwrap();
+        let now =
+            chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+        p.handling.accepted_at = Some(now);
+        p.handling.replied_at = Some(now);
+        p.handling.deadline = Some(now.date_naive() + chrono::Duration::days(2));
+        p.source.version += 1;
+        let p =
+            xfhub_schemas::validate_petition(p, self.hub.state.tables, chrono::Utc::now()).unwrap();
+        let item = xfhub_store::intake::petition_item(&p, &ring).unwrap();
+        store.ingest(item).await.unwrap();
+    }
+}
+
+fn form(division: &str) -> Value {
+    let s = sample_petition(3);
+    json!({
+        "division": division,
+        "content_class": s.appeal.content_class,
+        "purpose": s.appeal.purpose,
+        "summary": "小区旁工地夜间施工噪音扰民，多次反映未解决",
+    })
+}
+
+const PDF: &[u8] =
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+
+fn docx() -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let o = zip::write::SimpleFileOptions::default();
+        z.start_file("[Content_Types].xml", o).unwrap();
+        z.write_all(b"<Types/>").unwrap();
+        z.start_file("word/document.xml", o).unwrap();
+        z.write_all(b"<w:document/>").unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// Waits until `message_id` was acked by a consumer of `queue`.
+async fn wait_acked(t: &T, message_id: &str, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hops = t.hub.state.store.trail(message_id).await.unwrap();
+        if hops
+            .iter()
+            .any(|h| h.hop == "acked" && h.queue.as_deref() == Some(queue))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{message_id} not acked by {queue}: {hops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn registration_to_evaluation_end_to_end() {
+    let t = T::start(|_| {}).await;
+    let regions = t
+        .call(Method::GET, "/api/v1/app/public/regions", None, None)
+        .await;
+    assert_eq!(regions.status, StatusCode::OK);
+    assert!(regions.json()["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["division"] == "430102" && r["unit"] == "芙蓉区信访局"));
+
+    let (mobile, _user) = t.register(1, "张三", "Secret123").await;
+    let session = t.session(&mobile, "Secret123").await;
+    // Personal data is sealed at rest.
+    let row = Stmt::new("SELECT id_number_sealed, mobile_sealed FROM app_users")
+        .query()
+        .fetch_one(t.hub.state.store.reader())
+        .await
+        .unwrap();
+    let sealed: String = row.try_get("id_number_sealed").unwrap();
+    assert!(sealed.starts_with("enc:v1:") && !sealed.contains(&sample_id_number(1, "430102")));
+    assert!(row
+        .try_get::<String, _>("mobile_sealed")
+        .unwrap()
+        .starts_with("enc:v1:"));
+
+    let doc = docx();
+    let r = t
+        .submit(
+            &session,
+            form("430102"),
+            &[("证明材料.pdf", PDF), ("情况说明.docx", &doc)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let receipt = r.json();
+    let code = receipt["query_code"].as_str().unwrap().to_owned();
+    let record_id = receipt["record_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        receipt["unit"], "芙蓉区信访局",
+        "routed to the region's handling unit"
+    );
+    assert_eq!(code.len(), 12);
+
+    // It entered the bus as petition.received from source app, and the dispatch module took it.
+    let rows = Stmt::new(
+        "SELECT message_id, envelope FROM outbox WHERE message_type = 'petition.received'",
+    )
+    .query()
+    .fetch_all(t.hub.state.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let env: Value =
+        serde_json::from_str(&rows[0].try_get::<String, _>("envelope").unwrap()).unwrap();
+    assert_eq!(env["source_system"], "app");
+    assert_eq!(env["payload"]["data"]["source"]["system"], "app", "{env:#}");
+    assert_eq!(
+        env["payload"]["data"]["handling"]["responsible_unit"],
+        "芙蓉区信访局"
+    );
+    let raw = env.to_string();
+    assert!(
+        !raw.contains(&sample_id_number(1, "430102")) && !raw.contains(&mobile),
+        "no clear personal data on the bus"
+    );
+    wait_acked(
+        &t,
+        &rows[0].try_get::<String, _>("message_id").unwrap(),
+        "dispatch",
+    )
+    .await;
+
+    // Query by code and name; a wrong name and a wrong code answer the same.
+    let q = t
+        .post(
+            "/api/v1/app/public/complaints/query",
+            None,
+            json!({"query_code": code, "name": "张三"}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text());
+    let q = q.json();
+    assert_eq!(q["status"], "registered");
+    assert_eq!(q["documents"].as_array().unwrap().len(), 2);
+    assert_eq!(q["process"][0]["kind"], "registered");
+    let wrong_name = t
+        .post(
+            "/api/v1/app/public/complaints/query",
+            None,
+            json!({"query_code": code, "name": "李四"}),
+        )
+        .await;
+    let wrong_code = t
+        .post(
+            "/api/v1/app/public/complaints/query",
+            None,
+            json!({"query_code": "ZZZZZZZZZZZZ", "name": "张三"}),
+        )
+        .await;
+    assert_eq!(wrong_name.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        wrong_name.body, wrong_code.body,
+        "no hint whether the case exists"
+    );
+    let file = t
+        .post(
+            "/api/v1/app/public/complaints/materials",
+            None,
+            json!({"query_code": code, "name": "张三", "index": 1}),
+        )
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(
+        file.body.as_ref(),
+        doc.as_slice(),
+        "the document downloads as uploaded"
+    );
+
+    // Staff of the district see it (masked); staff of another district do not.
+    let staff = t.staff("u-1001", "430102", None);
+    let list = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/tracking?list=in_progress&stage=acceptance",
+            Some(&staff),
+            None,
+        )
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    assert!(list.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["id"] == record_id.as_str()));
+    let detail = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/app/staff/petitions/{record_id}"),
+            Some(&staff),
+            None,
+        )
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text());
+    let d = detail.json();
+    let shown_id = d["petition"]["complainants"][0]["id_number"]
+        .as_str()
+        .unwrap();
+    assert!(
+        shown_id.contains('*') && shown_id != sample_id_number(1, "430102"),
+        "{shown_id}"
+    );
+    assert_eq!(d["materials"].as_array().unwrap().len(), 2);
+    let other = t.staff("u-2002", "430103", None);
+    let hidden = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/app/staff/petitions/{record_id}"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    let city = t.staff("u-3003", "430100", None);
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/app/staff/petitions/{record_id}"),
+            Some(&city),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.call(
+            Method::PUT,
+            &format!("/api/v1/app/staff/follows/{record_id}"),
+            Some(&staff),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    let follows = t
+        .call(Method::GET, "/api/v1/app/staff/follows", Some(&staff), None)
+        .await
+        .json();
+    assert_eq!(follows["items"][0]["id"], record_id.as_str());
+    let a = t
+        .post(
+            &format!("/api/v1/app/staff/petitions/{record_id}/approvals"),
+            Some(&staff),
+            json!({"action": "comment", "comment": "请尽快核实"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert_eq!(
+        t.call(
+            Method::GET,
+            "/api/v1/app/staff/approvals",
+            Some(&staff),
+            None
+        )
+        .await
+        .json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Evaluation: not before the reply; once; with the rules.
+    let eval = json!({"query_code": code, "name": "张三", "result": "3", "reasons": ["答复不及时", "未解决问题"], "responsible_department": "芙蓉区住建局", "unsatisfied_departments": ["芙蓉区城管局"]});
+    let early = t
+        .post(
+            "/api/v1/app/public/complaints/evaluation",
+            Some(&session),
+            eval.clone(),
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    assert_eq!(early.json()["code"], "not_ready_for_evaluation");
+    t.reply(&record_id).await;
+    let near = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/tracking?list=near_deadline",
+            Some(&staff),
+            None,
+        )
+        .await
+        .json();
+    assert!(
+        near["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == record_id.as_str()),
+        "{near:#}"
+    );
+    let four = t.post("/api/v1/app/public/complaints/evaluation", Some(&session), json!({"query_code": code, "name": "张三", "result": "3", "reasons": ["a", "b", "c", "d"], "responsible_department": "x"})).await;
+    assert_error_body(
+        "four reasons",
+        &four.json(),
+        "validation_failed",
+        &[("reasons", "evaluation_reasons")],
+    );
+    let no_reason = t.post("/api/v1/app/public/complaints/evaluation", Some(&session), json!({"query_code": code, "name": "张三", "result": "3", "responsible_department": "x"})).await;
+    assert_error_body(
+        "no reason",
+        &no_reason.json(),
+        "validation_failed",
+        &[("reasons", "required")],
+    );
+    let ok = t
+        .post(
+            "/api/v1/app/public/complaints/evaluation",
+            Some(&session),
+            eval.clone(),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
+    let again = t.post("/api/v1/app/public/complaints/evaluation", Some(&session), json!({"query_code": code, "name": "张三", "result": "1", "responsible_department": "芙蓉区住建局"})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(
+        again.json()["code"],
+        "already_evaluated",
+        "the second evaluation is refused"
+    );
+    let q = t
+        .post(
+            "/api/v1/app/public/complaints/query",
+            None,
+            json!({"query_code": code, "name": "张三"}),
+        )
+        .await
+        .json();
+    assert_eq!(q["status"], "replied");
+    assert_eq!(q["evaluation"]["result"], "3");
+    assert_eq!(
+        q["evaluation"]["unsatisfied_departments"],
+        json!(["芙蓉区城管局"])
+    );
+    let updated =
+        Stmt::new("SELECT COUNT(*) AS n FROM outbox WHERE message_type = 'petition.updated'")
+            .query()
+            .fetch_one(t.hub.state.store.reader())
+            .await
+            .unwrap()
+            .try_get::<i64, _>("n")
+            .unwrap();
+    assert_eq!(
+        updated, 2,
+        "the reply and the evaluation, each a new version"
+    );
+
+    // Password reset with name, identity number and an SMS code.
+    let reset_code = t.code(&mobile, "reset").await;
+    let bad = t.post("/api/v1/app/public/password-reset", None, json!({"name": "李四", "id_number": sample_id_number(1, "430102"), "mobile": mobile, "sms_code": reset_code, "new_password": "Newpass456"})).await;
+    assert_eq!(bad.json()["code"], "reset_refused");
+    let good = t.post("/api/v1/app/public/password-reset", None, json!({"name": "张三", "id_number": sample_id_number(1, "430102"), "mobile": mobile, "sms_code": reset_code, "new_password": "Newpass456"})).await;
+    assert_eq!(good.status, StatusCode::OK, "{}", good.text());
+    assert_eq!(
+        t.login(&mobile, "Secret123").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    t.session(&mobile, "Newpass456").await;
+    let old = t
+        .post(
+            "/api/v1/app/public/complaints/evaluation",
+            Some(&session),
+            eval,
+        )
+        .await;
+    assert_eq!(
+        old.json()["code"],
+        "auth_session_invalid",
+        "a reset ends the old sessions"
+    );
+
+    // QR codes: PNG and SVG of a signed entry URL; a tampered or foreign URL is refused.
+    let png = t
+        .call(
+            Method::GET,
+            "/api/v1/app/public/qr/430102?format=png",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(png.status, StatusCode::OK);
+    assert!(png.body.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let decoded = png::Decoder::new(std::io::Cursor::new(png.body.to_vec()))
+        .read_info()
+        .unwrap();
+    assert!(decoded.info().width >= 200);
+    let svg = t
+        .call(
+            Method::GET,
+            "/api/v1/app/public/qr/430102?format=svg",
+            None,
+            None,
+        )
+        .await;
+    assert!(svg.text().contains("<svg"));
+    assert_eq!(
+        t.call(Method::GET, "/api/v1/app/public/qr/999999", None, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let url = xfhub::mobile::qr::signed_url(&t.hub.state.keys.current(), "", "430102", exp);
+    let entry = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/app/public/entry{url}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(entry.status, StatusCode::OK, "{}", entry.text());
+    assert_eq!(entry.json()["unit"], "芙蓉区信访局");
+    let forged = url.replace("430102", "430103");
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/app/public/entry{forged}"),
+            None,
+            None
+        )
+        .await
+        .json()["code"],
+        "qr_invalid"
+    );
+    let expired =
+        xfhub::mobile::qr::signed_url(&t.hub.state.keys.current(), "", "430102", exp - 7200);
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/app/public/entry{expired}"),
+            None,
+            None
+        )
+        .await
+        .json()["code"],
+        "qr_invalid"
+    );
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn staff_tokens_expiry_bad_signature_and_key_rotation() {
+    let t = T::start(|_| {}).await;
+    let profile = "/api/v1/app/staff/profile";
+    let get = |tok: Option<String>| {
+        let t = &t;
+        async move { t.call(Method::GET, profile, tok.as_deref(), None).await }
+    };
+    let r = get(None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["code"], "auth_token_missing");
+    let good = t.staff("u-1", "430102", None);
+    let r = get(Some(good.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["org_division"], "430102");
+    assert_eq!(r.json()["jurisdiction"], "芙蓉区");
+    // A partner signature is not what these routes take, and a staff token does not open partner routes.
+    assert_eq!(
+        t.call(Method::GET, "/api/v1/petitions", Some(&good), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let expired = t.staff("u-1", "430102", Some(-120));
+    let r = get(Some(expired)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["code"], "auth_token_expired");
+
+    // Signed by a key the provider never published, under the provider's current kid.
+    let claims = json!({"iss": t.idp.issuer(), "aud": t.idp.audience(), "sub": "u-1", "name": "x", "org": "o", "org_division": "430100", "roles": [], "iat": 0, "exp": chrono::Utc::now().timestamp() + 600});
+    let forged = idp::sign_claims(&claims, &t.idp.current_kid(), &idp::generate_pkcs8());
+    assert_eq!(get(Some(forged)).await.json()["code"], "auth_token_invalid");
+    let unknown_kid = idp::sign_claims(&claims, "nobody", &idp::generate_pkcs8());
+    assert_eq!(
+        get(Some(unknown_kid)).await.json()["code"],
+        "auth_token_invalid"
+    );
+    // A payload changed after signing.
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut payload: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+    payload["org_division"] = json!("430000");
+    parts[1] = b64.encode(serde_json::to_vec(&payload).unwrap());
+    assert_eq!(
+        get(Some(parts.join("."))).await.json()["code"],
+        "auth_token_invalid"
+    );
+    // `alg: none` is never accepted.
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","kid":"x"}"#),
+        parts[1]
+    );
+    assert_eq!(get(Some(none)).await.json()["code"], "auth_token_invalid");
+
+    // Rotation: a token of the new key is accepted (the hub fetches the JWKS again), a token of
+    // the previous key still is while the provider publishes it, and not after it is retired.
+    let fetches = t.hub.state.app.jwks.fetches();
+    t.idp.rotate();
+    let fresh = t.staff("u-1", "430102", None);
+    assert_eq!(get(Some(fresh.clone())).await.status, StatusCode::OK);
+    assert_eq!(
+        t.hub.state.app.jwks.fetches(),
+        fetches + 1,
+        "one fetch for the new kid"
+    );
+    assert_eq!(
+        get(Some(good.clone())).await.status,
+        StatusCode::OK,
+        "the previous key is still published"
+    );
+    assert_eq!(get(Some(fresh.clone())).await.status, StatusCode::OK);
+    assert_eq!(
+        t.hub.state.app.jwks.fetches(),
+        fetches + 1,
+        "known kids need no fetch"
+    );
+    t.idp.rotate();
+    let newest = t.staff("u-1", "430102", None);
+    assert_eq!(get(Some(newest)).await.status, StatusCode::OK);
+    let r = get(Some(good)).await;
+    assert_eq!(
+        r.json()["code"],
+        "auth_token_invalid",
+        "a retired key no longer verifies"
+    );
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn attachment_types_are_checked_by_content() {
+    let t = T::start(|c| c.app.max_attachment_bytes = 64 * 1024).await;
+    let (mobile, _) = t.register(2, "王五", "Secret123").await;
+    let s = t.session(&mobile, "Secret123").await;
+    let exe: &[u8] = b"MZ\x90\x00\x03\x00\x00\x00 this is a program";
+    let r = t.submit(&s, form("430103"), &[("材料.pdf", exe)]).await;
+    assert_error_body(
+        "exe named pdf",
+        &r.json(),
+        "validation_failed",
+        &[("file[0]", "attachment_type")],
+    );
+    let r = t
+        .submit(&s, form("430103"), &[("ok.pdf", PDF), ("材料.docx", PDF)])
+        .await;
+    assert_error_body(
+        "pdf named docx",
+        &r.json(),
+        "validation_failed",
+        &[("file[1]", "attachment_type_mismatch")],
+    );
+    let zip_not_office = {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut buf);
+        z.start_file("evil.sh", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(b"rm -rf /").unwrap();
+        z.finish().unwrap();
+        buf.into_inner()
+    };
+    let r = t
+        .submit(&s, form("430103"), &[("材料.docx", &zip_not_office)])
+        .await;
+    assert_error_body(
+        "zip named docx",
+        &r.json(),
+        "validation_failed",
+        &[("file[0]", "attachment_type")],
+    );
+    let six: Vec<(&str, &[u8])> = (0..6).map(|_| ("a.pdf", PDF)).collect();
+    let r = t.submit(&s, form("430103"), &six).await;
+    assert_error_body(
+        "six files",
+        &r.json(),
+        "validation_failed",
+        &[("file", "attachments_too_many")],
+    );
+    let mut big = PDF.to_vec();
+    big.resize(64 * 1024 + 1, b' ');
+    let r = t.submit(&s, form("430103"), &[("big.pdf", &big)]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.json()["code"], "attachment_too_large");
+    let r = t.submit(&s, form("999999"), &[]).await;
+    assert_error_body(
+        "unknown region",
+        &r.json(),
+        "validation_failed",
+        &[("division", "region_unknown")],
+    );
+    let n = Stmt::new("SELECT COUNT(*) AS n FROM records")
+        .query()
+        .fetch_one(t.hub.state.store.reader())
+        .await
+        .unwrap()
+        .try_get::<i64, _>("n")
+        .unwrap();
+    assert_eq!(n, 0, "nothing refused was stored");
+    let xlsx_named_right = t.submit(&s, form("430103"), &[("ok.pdf", PDF)]).await;
+    assert_eq!(
+        xlsx_named_right.status,
+        StatusCode::CREATED,
+        "{}",
+        xlsx_named_right.text()
+    );
+    // Without a session nothing is accepted.
+    let r = t.submit("not-a-session", form("430103"), &[]).await;
+    assert_eq!(r.json()["code"], "auth_session_invalid");
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn lockout_sms_code_limits_and_rate_limits() {
+    let t = T::start(|c| {
+        c.app.max_failed_logins = 3;
+        c.app.per_account_per_minute = 4;
+        c.app.sms_code_interval_secs = 60;
+        c.app.sms_code_max_attempts = 3;
+    })
+    .await;
+    let (mobile, _) = t.register(4, "赵六", "Secret123").await;
+    // Failed logins lock the login name; an unknown one answers exactly the same way.
+    let unknown = sample_mobile(99);
+    for i in 0..3 {
+        let a = t.login(&mobile, "wrong-pass1").await;
+        let b = t.login(&unknown, "wrong-pass1").await;
+        assert_eq!(a.status, b.status, "attempt {i}");
+        assert_eq!(a.json()["code"], b.json()["code"], "attempt {i}");
+        let want = if i < 2 {
+            "invalid_credentials"
+        } else {
+            "login_locked"
+        };
+        assert_eq!(a.json()["code"], want, "attempt {i}");
+    }
+    let locked = t.login(&mobile, "Secret123").await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        locked.json()["code"],
+        "login_locked",
+        "the right password is refused while locked"
+    );
+
+    // SMS codes: one per interval per number; a code entered wrong too often is void.
+    let other = sample_mobile(5);
+    let code = t.code(&other, "register").await;
+    let again = t
+        .post(
+            "/api/v1/app/public/sms-codes",
+            None,
+            json!({"mobile": other, "purpose": "register"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(again.json()["code"], "sms_code_too_soon");
+    let reg = |c: &str| json!({"name": "钱七", "id_number": sample_id_number(5, "430102"), "address": "长沙", "mobile": other, "sms_code": c, "password": "Secret123", "recovery_question": "q", "recovery_answer": "a"});
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        let r = t
+            .post("/api/v1/app/public/register", None, reg(wrong))
+            .await;
+        assert_eq!(r.json()["code"], "sms_code_invalid");
+    }
+    let r = t
+        .post("/api/v1/app/public/register", None, reg(&code))
+        .await;
+    assert_eq!(
+        r.json()["code"],
+        "sms_code_invalid",
+        "void after too many wrong entries"
+    );
+    let bad_id = t.post("/api/v1/app/public/register", None, json!({"name": "钱七", "id_number": "430102199001011234", "address": "长沙", "mobile": other, "sms_code": code, "password": "short", "recovery_question": "q", "recovery_answer": "a"})).await;
+    assert_error_body(
+        "bad details",
+        &bad_id.json(),
+        "validation_failed",
+        &[
+            ("id_number", "id_number_checksum"),
+            ("password", "password_weak"),
+        ],
+    );
+
+    // Per-account limit on queries (the query code is the account of an anonymous query).
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = t
+            .post(
+                "/api/v1/app/public/complaints/query",
+                None,
+                json!({"query_code": "ABCDEFGHJKMN", "name": "x"}),
+            )
+            .await;
+        codes.push(r.json()["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes[..4], ["case_not_found"; 4]);
+    assert_eq!(codes[4], "rate_limited");
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn per_ip_limit_on_login() {
+    let t = T::start(|c| c.app.per_ip_per_minute = 3).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        // Different login names: only the IP bucket is shared.
+        statuses.push(t.login(&sample_mobile(200 + i), "whatever1").await.status);
+    }
+    assert_eq!(statuses[..3], [StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
