@@ -112,7 +112,10 @@ impl Hub {
             }
         };
         let routes = ActiveRoutes::new(table_handle, source, CONSUMER_QUEUES);
-        let relay = Relay::new();
+        let relay = match config.bus.kind {
+            BusKind::Embedded => Relay::new(),
+            BusKind::Amqp => Relay::with_batch(xfhub_routes::amqp::RELAY_BATCH),
+        };
         tasks.spawn(routes.clone().watch(stop.clone()));
         if config.bus.kind == BusKind::Amqp {
             // Instances share the outbox: one relay at a time (a lease).

@@ -1273,6 +1273,10 @@ async fn stop_consumer(
     let _ = ch.close(200, "consumer stopped").await;
 }
 
+/// Rows per relay pass on the AMQP bus: a pass is published pipelined, so this is the number
+/// of publisher confirms in flight.
+pub const RELAY_BATCH: u32 = 1_000;
+
 /// Name of the lease that admits one outbox relay at a time among instances sharing a
 /// database.
 pub const RELAY_LEASE: &str = "outbox-relay";

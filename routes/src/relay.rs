@@ -15,14 +15,30 @@ const BATCH: u32 = 128;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Handle to wake the relay when new outbox rows have committed.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Relay {
     wake: Arc<Notify>,
+    batch: u32,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::with_batch(BATCH)
+    }
 }
 
 impl Relay {
     pub fn new() -> Self {
         Relay::default()
+    }
+
+    /// A relay publishing up to `batch` rows per pass (the AMQP bus pipelines a whole pass:
+    /// more confirms in flight).
+    pub fn with_batch(batch: u32) -> Self {
+        Relay {
+            wake: Arc::default(),
+            batch: batch.max(1),
+        }
     }
 
     /// Tells the relay that rows are waiting (called after an ingest commits).
@@ -39,7 +55,7 @@ impl Relay {
                 while self.pass(&store, bus.as_ref()).await > 0 {}
                 return;
             }
-            if published < BATCH as usize {
+            if published < self.batch as usize {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
@@ -51,7 +67,7 @@ impl Relay {
 
     /// One pass: publishes up to one batch; returns how many rows it published.
     async fn pass(&self, store: &Store, bus: &dyn Bus) -> usize {
-        let rows = match store.outbox_unsent(BATCH).await {
+        let rows = match store.outbox_unsent(self.batch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "OutboxReadError");
