@@ -3,7 +3,7 @@
 //! connector never writes to another connector's tables.
 
 pub mod sms;
-
+pub mod xiangyiban;
 pub mod hotline12345;
 pub mod provincial;
 pub mod pull;

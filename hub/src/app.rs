@@ -27,7 +27,7 @@ use crate::telemetry;
 
 /// The queues some consumer of this build reads (a routing rule sending elsewhere is warned
 /// about).
-pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE, "warning", "dispatch", "sms"];
+pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE, "warning", "dispatch", "sms", "app_push"];
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -158,6 +158,8 @@ impl Hub {
         );
         // The SMS connector and the business modules (issue 8).
         let words = crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
+        // The Xiangyiban push connector (issue 9).
+        crate::mobile::start_push(&config, &store, &bus, &policy, &stop, &mut tasks);
         // Import jobs a stopped process left running end as failed, their batches counted.
         crate::excel::jobs::mark_interrupted(&store).await?;
         let state = AppState {

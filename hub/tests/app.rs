@@ -941,3 +941,122 @@ async fn per_ip_limit_on_login() {
     assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
     t.hub.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Waits until every push row of `user` says `status`; returns the rows.
+async fn wait_push(t: &T, user: &str, status: &str, rows_expected: usize) -> Vec<(String, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = Stmt::new("SELECT status, attempts FROM app_push WHERE user_id = $1")
+            .bind(user)
+            .query()
+            .fetch_all(t.hub.state.store.reader())
+            .await
+            .unwrap();
+        let got: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r.try_get("status").unwrap(), r.try_get("attempts").unwrap()))
+            .collect();
+        if got.len() == rows_expected && got.iter().all(|(s, _)| s == status) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "push rows of {user}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn push_notifications_are_retried_and_delivered_once() {
+    use xfhub_connectors::xiangyiban::{notification_envelope, NotificationRequest};
+    use xfhub_mocks::appmsg::MockAppMsg;
+    let msg = MockAppMsg::start(([127, 0, 0, 1], 0).into(), "push-token")
+        .await
+        .unwrap();
+    // Two refusals, then one call whose answer is lost after the service kept the message.
+    msg.faults(|f| {
+        f.fail_next = 2;
+        f.fail_after_accept = 1;
+    });
+    let url = msg.url();
+    let t = T::start(move |c| {
+        c.app.push.url = Some(url);
+        c.app.push.token = "push-token".into();
+        c.bus.max_attempts = 10;
+    })
+    .await;
+    let (mobile, user) = t.register(6, "孙八", "Secret123").await;
+    let s = t.session(&mobile, "Secret123").await;
+    let r = t.submit(&s, form("430104"), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let code = r.json()["query_code"].as_str().unwrap().to_owned();
+    let rows = wait_push(&t, &user, "delivered", 1).await;
+    assert_eq!(rows[0].1, 4, "delivered on the fourth attempt");
+    let delivered = msg.delivered();
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the retried message reached the user once: {delivered:?}"
+    );
+    assert_eq!(delivered[0].user_id, user);
+    assert!(delivered[0].body.contains(&code));
+    assert_eq!(msg.calls(), 4);
+
+    // A staff notification to two users; both see it in "my messages".
+    let n = NotificationRequest {
+        notification_id: uuid::Uuid::now_v7(),
+        recipients: vec!["u-1001".into(), "u-1002".into()],
+        title: "督办提醒".into(),
+        body: "您有1件信访件临近办理期限".into(),
+    };
+    t.hub
+        .state
+        .store
+        .transact(xfhub_store::Txn {
+            publish: vec![notification_envelope("430102", &n)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    t.hub.state.relay.notify();
+    wait_push(&t, "u-1001", "delivered", 1).await;
+    wait_push(&t, "u-1002", "delivered", 1).await;
+    let staff = t.staff("u-1001", "430102", None);
+    let m = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/messages",
+            Some(&staff),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(m["items"][0]["title"], "督办提醒");
+    assert_eq!(m["items"][0]["status"], "delivered");
+    assert_eq!(msg.delivered().len(), 3);
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_push_the_service_refuses_is_recorded_failed_not_retried() {
+    use xfhub_mocks::appmsg::MockAppMsg;
+    let msg = MockAppMsg::start(([127, 0, 0, 1], 0).into(), "right-token")
+        .await
+        .unwrap();
+    let url = msg.url();
+    let t = T::start(move |c| {
+        c.app.push.url = Some(url);
+        c.app.push.token = "wrong-token".into();
+    })
+    .await;
+    let (mobile, user) = t.register(7, "周九", "Secret123").await;
+    let s = t.session(&mobile, "Secret123").await;
+    assert_eq!(
+        t.submit(&s, form("430105"), &[]).await.status,
+        StatusCode::CREATED
+    );
+    let rows = wait_push(&t, &user, "failed", 1).await;
+    assert_eq!(rows[0].1, 1, "a 4xx is not retried");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(msg.calls(), 1);
+    assert!(msg.delivered().is_empty());
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}

@@ -14,6 +14,7 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
+use crate::mobile::AppSecurity;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -172,8 +173,29 @@ pub fn routes() -> Router<AppState> {
         crate::excel::api::export,
         crate::exchange::pull,
         crate::exchange::push,
+        crate::mobile::staff::profile,
+        crate::mobile::staff::tracking,
+        crate::mobile::staff::petition,
+        crate::mobile::staff::approve,
+        crate::mobile::staff::my_approvals,
+        crate::mobile::staff::follow,
+        crate::mobile::staff::unfollow,
+        crate::mobile::staff::my_follows,
+        crate::mobile::staff::messages,
+        crate::mobile::staff::alerts,
+        crate::mobile::public::regions,
+        crate::mobile::public::send_code,
+        crate::mobile::public::register,
+        crate::mobile::public::login,
+        crate::mobile::public::reset_password,
+        crate::mobile::public::submit,
+        crate::mobile::public::query,
+        crate::mobile::public::download,
+        crate::mobile::public::evaluate,
+        crate::mobile::qr::code,
+        crate::mobile::qr::entry,
     ),
-    modifiers(&SignedRequests),
+    modifiers(&SignedRequests, &AppSecurity),
     tags(
         (name = "records", description = "Petitions and 12345 work orders"),
         (name = "reference", description = "Code tables"),
@@ -184,6 +206,7 @@ pub fn routes() -> Router<AppState> {
         (name = "dispatch", description = "Role holders, auto-assignment rules, duplicate candidates"),
         (name = "exchange", description = "Standard exchange packages: zip of header, data files, manifest (SM3 and SHA-256 of each file, next cursor) and HMAC-SM3 signature (scopes `export`, `import`)"),
         (name = "excel", description = "Excel templates, imports with error reports, exports (scopes `import`, `export`)"),
+        (name = "app", description = "Xiangyiban app: staff mobile API (staff JWT bearer) and public complaint channel (session bearer); not partner-signed"),
     )
 )]
 pub struct ApiDoc;
@@ -221,7 +244,9 @@ impl utoipa::Modify for SignedRequests {
                 .build()
         };
         for (path, item) in api.paths.paths.iter_mut() {
-            if matches!(path.as_str(), "/healthz" | "/readyz" | "/openapi.json") {
+            if matches!(path.as_str(), "/healthz" | "/readyz" | "/openapi.json")
+                || crate::mobile::is_app_path(path)
+            {
                 continue;
             }
             let ops = [

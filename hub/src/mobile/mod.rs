@@ -73,6 +73,8 @@ pub struct AppConfig {
     pub max_attachments: usize,
     /// Largest attachment, bytes.
     pub max_attachment_bytes: usize,
+    /// `[app.push]`: the app message service receiving `notification.requested`.
+    pub push: xfhub_connectors::xiangyiban::PushConfig,
 }
 
 impl Default for AppConfig {
@@ -97,6 +99,7 @@ impl Default for AppConfig {
             per_account_per_minute: 10,
             max_attachments: 5,
             max_attachment_bytes: 10 * 1024 * 1024,
+            push: Default::default(),
         }
     }
 }
@@ -148,6 +151,38 @@ impl AppChannel {
     }
 }
 
+/// Starts the push connector (`notification.requested` -> app message service) when
+/// `[app.push] url` is set; otherwise notifications wait in their durable queue.
+pub fn start_push(
+    config: &crate::config::Config,
+    store: &xfhub_store::Store,
+    bus: &Arc<dyn xfhub_routes::Bus>,
+    policy: &xfhub_routes::RetryPolicy,
+    stop: &tokio_util::sync::CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let Some(push) = xfhub_connectors::xiangyiban::PushConnector::new(
+        store.clone(),
+        &config.app.push,
+        policy.max_attempts,
+    ) else {
+        tracing::info!("AppPushDisabled: no [app.push] url; notifications wait in their queue");
+        return;
+    };
+    let (b, s, p, prefetch) = (
+        bus.clone(),
+        stop.clone(),
+        policy.clone(),
+        config.bus.prefetch,
+    );
+    tasks.spawn(async move {
+        if let Err(e) = xfhub_routes::runtime::run_consumer(b, Arc::new(push), prefetch, p, s).await
+        {
+            tracing::error!(consumer = "app_push", error = %e, "ConsumerStartError");
+        }
+    });
+}
+
 /// The routes of the app channel.
 pub fn routes(config: &AppConfig) -> Router<AppState> {
     // Multipart framing on top of the attachments and the form.
@@ -167,6 +202,7 @@ pub fn routes(config: &AppConfig) -> Router<AppState> {
             put(staff::follow).merge(delete(staff::unfollow)),
         )
         .route("/api/v1/app/staff/alerts", get(staff::alerts))
+        .route("/api/v1/app/staff/messages", get(staff::messages))
         .route("/api/v1/app/public/regions", get(public::regions))
         .route("/api/v1/app/public/sms-codes", post(public::send_code))
         .route("/api/v1/app/public/register", post(public::register))
@@ -190,4 +226,46 @@ pub fn routes(config: &AppConfig) -> Router<AppState> {
         )
         .route("/api/v1/app/public/qr/{division}", get(qr::code))
         .route("/api/v1/app/public/entry", get(qr::entry))
+}
+
+/// Documents the app channel's own authentication in the OpenAPI document: staff JWTs of the
+/// identity service and public session tokens (both HTTP bearer), instead of the partner
+/// signature.
+#[derive(Debug)]
+pub struct AppSecurity;
+
+impl utoipa::Modify for AppSecurity {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "staff_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "JWT of the unified identity service (EdDSA, RS256 or ES256), verified \
+                         against its JWKS; claims sub, name, org, org_division, roles, exp",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "public session token from POST /api/v1/app/public/login",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The app channel's operations, for the OpenAPI document (`crate::api::ApiDoc` lists them).
+pub fn is_app_path(path: &str) -> bool {
+    path.starts_with("/api/v1/app/")
 }

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use uuid::Uuid;
+use xfhub_connectors::xiangyiban::{notification_envelope, NotificationRequest};
 use xfhub_modules::messages::{sms_envelope, SmsRecipient, SmsRequested};
 use xfhub_schemas::validate::{check_id_number, normalize_mobile};
 use xfhub_schemas::{
@@ -162,6 +163,7 @@ pub async fn region_unit(s: &AppState, division: &str) -> Result<Option<String>,
 }
 
 /// `GET /api/v1/app/public/regions`: the regions a citizen can choose, with their units.
+#[utoipa::path(get, path = "/api/v1/app/public/regions", tag = "app", responses((status = 200, description = "regions with their handling units")))]
 pub async fn regions(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = Stmt::new("SELECT division, unit FROM app_region_units ORDER BY division")
         .query()
@@ -181,17 +183,18 @@ pub async fn regions(State(s): State<AppState>) -> Result<Json<Value>, ApiError>
     Ok(Json(json!({ "regions": out })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CodeRequest {
-    mobile: String,
+pub struct CodeRequest {
+    pub mobile: String,
     /// `register` or `reset`.
-    purpose: String,
+    pub purpose: String,
 }
 
 /// `POST /api/v1/app/public/sms-codes`: sends a verification code as an `sms.requested`
 /// message through the outbox (the SMS connector delivers it). Answers the same whether an
 /// account with that mobile exists or not.
+#[utoipa::path(post, path = "/api/v1/app/public/sms-codes", tag = "app", request_body = CodeRequest, responses((status = 202, description = "a code was sent (also when no account uses the number)"), (status = 422, description = "invalid number or purpose", body = crate::error::ErrorBody), (status = 429, description = "sms_code_too_soon, sms_code_limit or rate_limited", body = crate::error::ErrorBody)))]
 pub async fn send_code(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -350,20 +353,21 @@ async fn check_code(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterRequest {
-    name: String,
-    id_number: String,
-    address: String,
-    mobile: String,
-    sms_code: String,
-    password: String,
-    recovery_question: String,
-    recovery_answer: String,
+pub struct RegisterRequest {
+    pub name: String,
+    pub id_number: String,
+    pub address: String,
+    pub mobile: String,
+    pub sms_code: String,
+    pub password: String,
+    pub recovery_question: String,
+    pub recovery_answer: String,
 }
 
 /// `POST /api/v1/app/public/register`.
+#[utoipa::path(post, path = "/api/v1/app/public/register", tag = "app", request_body = RegisterRequest, responses((status = 201, description = "registered: {user_id}"), (status = 409, description = "registration_refused", body = crate::error::ErrorBody), (status = 422, description = "validation_failed or sms_code_invalid", body = crate::error::ErrorBody), (status = 429, description = "rate_limited", body = crate::error::ErrorBody)))]
 pub async fn register(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -509,11 +513,11 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(json!({"user_id": id}))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
-    mobile: String,
-    password: String,
+pub struct LoginRequest {
+    pub mobile: String,
+    pub password: String,
 }
 
 fn bad_credentials() -> ApiError {
@@ -526,6 +530,7 @@ fn bad_credentials() -> ApiError {
 }
 
 /// `POST /api/v1/app/public/login`: a session token.
+#[utoipa::path(post, path = "/api/v1/app/public/login", tag = "app", request_body = LoginRequest, responses((status = 200, description = "{token, token_type, expires_in}"), (status = 401, description = "invalid_credentials", body = crate::error::ErrorBody), (status = 429, description = "login_locked or rate_limited", body = crate::error::ErrorBody)))]
 pub async fn login(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -637,18 +642,19 @@ fn locked(ms_left: i64) -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetRequest {
-    name: String,
-    id_number: String,
-    mobile: String,
-    sms_code: String,
-    new_password: String,
+pub struct ResetRequest {
+    pub name: String,
+    pub id_number: String,
+    pub mobile: String,
+    pub sms_code: String,
+    pub new_password: String,
 }
 
 /// `POST /api/v1/app/public/password-reset`: name, identity number and an SMS code to the
 /// account's mobile. Ends the account's sessions and its lockout.
+#[utoipa::path(post, path = "/api/v1/app/public/password-reset", tag = "app", request_body = ResetRequest, responses((status = 200, description = "reset; the account's sessions end"), (status = 422, description = "reset_refused, sms_code_invalid or validation_failed", body = crate::error::ErrorBody), (status = 429, description = "rate_limited", body = crate::error::ErrorBody)))]
 pub async fn reset_password(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -761,21 +767,22 @@ async fn user_of(s: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ComplaintForm {
+pub struct ComplaintForm {
     /// The region (division code) the complaint is about.
-    division: String,
-    content_class: String,
-    purpose: String,
-    summary: String,
+    pub division: String,
+    pub content_class: String,
+    pub purpose: String,
+    pub summary: String,
     #[serde(default)]
-    people_involved: Option<u32>,
+    pub people_involved: Option<u32>,
 }
 
 /// `POST /api/v1/app/public/complaints` (multipart: a `complaint` JSON part and up to five
 /// `file` parts). Stores the petition (source `app`, form 网上信访) routed to the region's
 /// handling unit; it enters the bus as `petition.received`. Answers the query code.
+#[utoipa::path(post, path = "/api/v1/app/public/complaints", tag = "app", security(("session" = [])), request_body(content = ComplaintForm, content_type = "multipart/form-data", description = "a `complaint` JSON part (ComplaintForm) and up to five `file` parts (PDF, Word, Excel; type read from the content)"), responses((status = 201, description = "{query_code, record_id, unit, attachments}"), (status = 400, description = "invalid_form", body = crate::error::ErrorBody), (status = 401, description = "auth_session_invalid", body = crate::error::ErrorBody), (status = 413, description = "attachment_too_large", body = crate::error::ErrorBody), (status = 422, description = "validation_failed (attachment_type, attachment_type_mismatch, attachments_too_many, region_unknown, ...)", body = crate::error::ErrorBody), (status = 429, description = "rate_limited", body = crate::error::ErrorBody)))]
 pub async fn submit(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -1000,6 +1007,16 @@ pub async fn submit(
         .transact(Txn {
             ingests: vec![item],
             statements,
+            // The complainant's app gets a push (connectors/src/xiangyiban).
+            publish: vec![notification_envelope(
+                &c.division,
+                &NotificationRequest {
+                    notification_id: Uuid::now_v7(),
+                    recipients: vec![user.id.clone()],
+                    title: "投诉已提交".to_owned(),
+                    body: format!("您的投诉已转{unit}办理，查询码{code}。"),
+                },
+            )],
             ..Default::default()
         })
         .await
@@ -1017,14 +1034,14 @@ pub async fn submit(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryRequest {
-    query_code: String,
-    name: String,
+pub struct QueryRequest {
+    pub query_code: String,
+    pub name: String,
     /// For downloads: the attachment's index.
     #[serde(default)]
-    index: Option<usize>,
+    pub index: Option<usize>,
 }
 
 fn case_not_found() -> ApiError {
@@ -1079,6 +1096,7 @@ async fn petition_of(s: &AppState, case: &Case) -> Result<(Uuid, Petition), ApiE
 
 /// `POST /api/v1/app/public/complaints/query` with `{query_code, name}`: status, process,
 /// documents, evaluation.
+#[utoipa::path(post, path = "/api/v1/app/public/complaints/query", tag = "app", request_body = QueryRequest, responses((status = 200, description = "status, process, documents, evaluation"), (status = 404, description = "case_not_found (wrong code or wrong name alike)", body = crate::error::ErrorBody), (status = 429, description = "rate_limited", body = crate::error::ErrorBody)))]
 pub async fn query(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -1135,6 +1153,7 @@ pub async fn query(
 }
 
 /// `POST /api/v1/app/public/complaints/materials` with `{query_code, name, index}`: the file.
+#[utoipa::path(post, path = "/api/v1/app/public/complaints/materials", tag = "app", request_body = QueryRequest, responses((status = 200, description = "the document's bytes"), (status = 404, description = "case_not_found or not_found", body = crate::error::ErrorBody), (status = 429, description = "rate_limited", body = crate::error::ErrorBody)))]
 pub async fn download(
     State(s): State<AppState>,
     ext: axum::http::Extensions,
@@ -1186,18 +1205,18 @@ fn percent(s: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EvaluationRequest {
-    query_code: String,
-    name: String,
+pub struct EvaluationRequest {
+    pub query_code: String,
+    pub name: String,
     /// `1` satisfied, `2` basically satisfied, `3` unsatisfied (`evaluations` code table).
-    result: String,
+    pub result: String,
     #[serde(default)]
-    reasons: Vec<String>,
-    responsible_department: String,
+    pub reasons: Vec<String>,
+    pub responsible_department: String,
     #[serde(default)]
-    unsatisfied_departments: Vec<String>,
+    pub unsatisfied_departments: Vec<String>,
 }
 
 /// `POST /api/v1/app/public/complaints/evaluation`: once per case, by the complainant, after
@@ -1205,6 +1224,7 @@ struct EvaluationRequest {
 /// at least one when unsatisfied; exactly one responsible department; unsatisfied departments
 /// (any number) only when not satisfied. Stored as a new version of the petition
 /// (`petition.updated`); a second evaluation is refused with `already_evaluated`.
+#[utoipa::path(post, path = "/api/v1/app/public/complaints/evaluation", tag = "app", security(("session" = [])), request_body = EvaluationRequest, responses((status = 201, description = "evaluated"), (status = 401, description = "auth_session_invalid", body = crate::error::ErrorBody), (status = 404, description = "case_not_found", body = crate::error::ErrorBody), (status = 409, description = "already_evaluated or not_ready_for_evaluation", body = crate::error::ErrorBody), (status = 422, description = "validation_failed", body = crate::error::ErrorBody)))]
 pub async fn evaluate(
     State(s): State<AppState>,
     ext: axum::http::Extensions,

@@ -29,7 +29,8 @@ pub fn signed_url(ring: &KeyRing, base: &str, region: &str, exp: i64) -> String 
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QrParams {
     /// `png` (default) or `svg`.
     #[serde(default)]
@@ -37,6 +38,7 @@ pub struct QrParams {
 }
 
 /// `GET /api/v1/app/public/qr/{division}?format=png|svg`.
+#[utoipa::path(get, path = "/api/v1/app/public/qr/{division}", tag = "app", params(("division" = String, Path, description = "region (division code)"), QrParams), responses((status = 200, description = "image/png or image/svg+xml"), (status = 400, description = "invalid_parameter", body = crate::error::ErrorBody), (status = 404, description = "region_unknown", body = crate::error::ErrorBody)))]
 pub async fn code(
     State(s): State<AppState>,
     Path(division): Path<String>,
@@ -109,7 +111,8 @@ fn png(qr: &QrCode) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EntryParams {
     pub region: String,
     pub exp: i64,
@@ -118,6 +121,7 @@ pub struct EntryParams {
 
 /// `GET /api/v1/app/public/entry?region&exp&sig`: checks a scanned URL; answers the region
 /// and its handling unit.
+#[utoipa::path(get, path = "/api/v1/app/public/entry", tag = "app", params(EntryParams), responses((status = 200, description = "{region, unit}"), (status = 400, description = "qr_invalid", body = crate::error::ErrorBody)))]
 pub async fn entry(
     State(s): State<AppState>,
     Query(p): Query<EntryParams>,

@@ -41,6 +41,7 @@ fn today() -> NaiveDate {
 }
 
 /// `GET /api/v1/app/staff/profile`.
+#[utoipa::path(get, path = "/api/v1/app/staff/profile", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "the user, org, jurisdiction, roles"), (status = 401, description = "auth_token_missing, auth_token_invalid or auth_token_expired", body = crate::error::ErrorBody)))]
 pub async fn profile(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -60,8 +61,9 @@ pub async fn profile(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TrackingParams {
     /// `in_progress` (default), `near_deadline`, `overdue`, `reflowed`.
     #[serde(default)]
@@ -90,6 +92,7 @@ fn item(id: &str, p: &Petition, today: NaiveDate) -> Value {
 }
 
 /// `GET /api/v1/app/staff/tracking?list&stage&limit`.
+#[utoipa::path(get, path = "/api/v1/app/staff/tracking", tag = "app", security(("staff_jwt" = [])), params(TrackingParams), responses((status = 200, description = "petitions of the list in my jurisdiction"), (status = 400, description = "invalid_parameter", body = crate::error::ErrorBody), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
 pub async fn tracking(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -184,6 +187,7 @@ async fn petition_in_scope(
 
 /// `GET /api/v1/app/staff/petitions/{id}`: the petition (personal data masked), its process
 /// events and its materials.
+#[utoipa::path(get, path = "/api/v1/app/staff/petitions/{id}", tag = "app", security(("staff_jwt" = [])), params(("id" = String, Path)), responses((status = 200, description = "petition (masked), events, materials"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody), (status = 404, description = "not_found (also outside my jurisdiction)", body = crate::error::ErrorBody)))]
 pub async fn petition(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -230,7 +234,7 @@ pub async fn petition(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRequest {
     /// `approve` or `comment`.
@@ -240,6 +244,7 @@ pub struct ApprovalRequest {
 }
 
 /// `POST /api/v1/app/staff/petitions/{id}/approvals`: approve or comment (audited).
+#[utoipa::path(post, path = "/api/v1/app/staff/petitions/{id}/approvals", tag = "app", security(("staff_jwt" = [])), params(("id" = String, Path)), request_body = ApprovalRequest, responses((status = 201, description = "recorded"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody), (status = 404, description = "not_found", body = crate::error::ErrorBody), (status = 422, description = "validation_failed", body = crate::error::ErrorBody)))]
 pub async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -310,6 +315,7 @@ pub async fn approve(
 }
 
 /// `GET /api/v1/app/staff/approvals`: my approvals and comments, newest first.
+#[utoipa::path(get, path = "/api/v1/app/staff/approvals", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "my approvals and comments"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
 pub async fn my_approvals(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -337,6 +343,7 @@ pub async fn my_approvals(
 }
 
 /// `PUT /api/v1/app/staff/follows/{id}`.
+#[utoipa::path(put, path = "/api/v1/app/staff/follows/{id}", tag = "app", security(("staff_jwt" = [])), params(("id" = String, Path)), responses((status = 204, description = "followed"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody), (status = 404, description = "not_found", body = crate::error::ErrorBody)))]
 pub async fn follow(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -360,6 +367,7 @@ pub async fn follow(
 }
 
 /// `DELETE /api/v1/app/staff/follows/{id}`.
+#[utoipa::path(delete, path = "/api/v1/app/staff/follows/{id}", tag = "app", security(("staff_jwt" = [])), params(("id" = String, Path)), responses((status = 204, description = "not followed any more"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
 pub async fn unfollow(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -381,6 +389,7 @@ pub async fn unfollow(
 }
 
 /// `GET /api/v1/app/staff/follows`: the petitions I follow that are still in my jurisdiction.
+#[utoipa::path(get, path = "/api/v1/app/staff/follows", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "petitions I follow"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
 pub async fn my_follows(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -408,7 +417,38 @@ pub async fn my_follows(
     Ok(Json(json!({ "items": items })))
 }
 
+/// `GET /api/v1/app/staff/messages`: my push messages and their delivery status.
+#[utoipa::path(get, path = "/api/v1/app/staff/messages", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "my push messages with their delivery status"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
+pub async fn messages(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let rows = Stmt::new(
+        "SELECT message_key, title, body, status, attempts, created_at, delivered_at FROM app_push WHERE user_id = $1 ORDER BY created_at DESC LIMIT 200",
+    )
+    .bind(&c.sub)
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let mut items = Vec::new();
+    for r in rows {
+        items.push(json!({
+            "id": r.try_get::<String, _>("message_key").map_err(store_err)?,
+            "title": r.try_get::<String, _>("title").map_err(store_err)?,
+            "body": r.try_get::<String, _>("body").map_err(store_err)?,
+            "status": r.try_get::<String, _>("status").map_err(store_err)?,
+            "attempts": r.try_get::<i64, _>("attempts").map_err(store_err)?,
+            "created_at": r.try_get::<i64, _>("created_at").map_err(store_err)?,
+            "delivered_at": r.try_get::<Option<i64>, _>("delivered_at").map_err(store_err)?,
+        }));
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
 /// `GET /api/v1/app/staff/alerts`: alerts of the warning module in my jurisdiction.
+#[utoipa::path(get, path = "/api/v1/app/staff/alerts", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "alerts in my jurisdiction"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
 pub async fn alerts(
     State(s): State<AppState>,
     headers: HeaderMap,

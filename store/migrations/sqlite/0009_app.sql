@@ -115,6 +115,23 @@ CREATE TABLE app_approvals (
 );
 CREATE INDEX app_approvals_user ON app_approvals (user_id, created_at);
 
+-- Push messages to app users (`notification.requested`, connectors/src/xiangyiban): one row
+-- per (notification, recipient), the key also the app message service's message id.
+CREATE TABLE app_push (
+    message_key     TEXT PRIMARY KEY,
+    notification_id TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    title           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    delivered_at    BIGINT
+);
+CREATE INDEX app_push_user ON app_push (user_id, created_at);
+
 -- The verification code text sent through the SMS connector (issue 8's templates).
 INSERT INTO sms_templates (code, name, body, params, updated_at) VALUES
  ('app_verify_code', '湘易办验证码',
