@@ -1020,3 +1020,192 @@ async fn a_job_left_running_by_a_stopped_hub_ends_failed_with_its_rows_counted()
     assert!(job.error_message_zh.unwrap().contains("重新上传"));
     hub.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A fresh PostgreSQL database for one test (dropped at the end, best effort).
+async fn pg_database() -> (String, String) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("XFHUB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("xfhub_excel_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("this test needs PostgreSQL at {admin}: {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create the database");
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    (name.clone(), format!("{base}/{name}"))
+}
+
+async fn pg_drop(name: &str) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("XFHUB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn imports_and_exports_on_postgresql() {
+    let Some(py) = python() else { return };
+    let (name, url) = pg_database().await;
+    let t = T::start(|c| {
+        c.database_url = Some(url);
+        c.excel.batch_rows = 4;
+    })
+    .await;
+    let mut rows: Vec<Vec<Value>> = vec![HEADER.iter().map(|h| json!(h)).collect()];
+    for i in 0..10u32 {
+        rows.push(petition_row(i, json!("2024-03-05")));
+    }
+    let mut bad = petition_row(50, json!("2024-03-05"));
+    bad[2] = json!("4.30102E+17");
+    rows.push(bad);
+    // The same 来源编号 twice with other content: the second is a version conflict.
+    rows[1][11] = json!("PG-1");
+    let mut conflict = petition_row(60, json!("2024-03-05"));
+    conflict[11] = json!("PG-1");
+    rows.push(conflict);
+    let file = make(&py, t.dir.path(), "pg.xlsx", json!({"rows": rows}));
+    let job = t.import(&t.client, "petition", "pg.xlsx", &file).await;
+    assert_eq!(job["status"], "partial", "{job:#}");
+    assert_eq!(
+        (
+            job["rows_read"].clone(),
+            job["imported"].clone(),
+            job["duplicates"].clone(),
+            job["rejected"].clone()
+        ),
+        (json!(12), json!(10), json!(0), json!(2)),
+        "{job:#}"
+    );
+    let id = job["id"].as_str().unwrap();
+    let r = t
+        .get(&t.client, &format!("/api/v1/imports/{id}/errors.xlsx"))
+        .await;
+    let report = read(&py, t.dir.path(), &r.body);
+    let codes: Vec<String> = sheet(&report, "诉求事项登记")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|r| r[13].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, ["id_number_scientific", "version_conflict"]);
+    let job = t.import(&t.client, "petition", "pg.xlsx", &file).await;
+    assert_eq!(
+        (job["duplicates"].clone(), job["rejected"].clone()),
+        (json!(10), json!(2)),
+        "{job:#}"
+    );
+
+    let words = make(
+        &py,
+        t.dir.path(),
+        "w.xlsx",
+        json!({"rows": [["词库", "词语", "类别"], ["敏感词", "群体上访", "群体性"], ["热点词", "拆迁", null]]}),
+    );
+    let job = t.import(&t.client, "word_list", "w.xlsx", &words).await;
+    assert_eq!(job["imported"], 2, "{job:#}");
+    let job = t.import(&t.client, "word_list", "w.xlsx", &words).await;
+    assert_eq!(job["duplicates"], 2, "{job:#}");
+    let people = make(
+        &py,
+        t.dir.path(),
+        "p.xlsx",
+        json!({"rows": [["姓名", "证件号码", "所属区划"], ["李四", id_number(7), "430104"]]}),
+    );
+    let job = t.import(&t.client, "key_person", "p.xlsx", &people).await;
+    assert_eq!(job["imported"], 1, "{job:#}");
+    let job = t.import(&t.client, "key_person", "p.xlsx", &people).await;
+    assert_eq!(job["duplicates"], 1, "{job:#}");
+
+    let r = t
+        .get(&t.client, "/api/v1/exports?kind=petition&division=430102")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers["x-export-rows"], "10");
+    let T { hub, .. } = t;
+    hub.shutdown(Duration::from_secs(5)).await;
+    pg_drop(&name).await;
+}
+
+#[tokio::test]
+async fn the_cli_imports_with_a_summary_and_writes_the_error_report() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Vec<Value>> = vec![HEADER.iter().map(|h| json!(h)).collect()];
+    for i in 0..6u32 {
+        rows.push(petition_row(i, json!("2024-03-05")));
+    }
+    let mut bad = petition_row(9, json!("2024-03-05"));
+    bad[0] = json!("888888");
+    rows.push(bad);
+    let file = dir.path().join("cli.xlsx");
+    make(&py, dir.path(), "cli.xlsx", json!({"rows": rows}));
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xfhub"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--kind",
+        "petition",
+        "--quiet",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("rows read 7  imported 6  repeats 0  rejected 1"),
+        "{out}"
+    );
+    let report = dir.path().join("cli.errors.xlsx");
+    assert!(out.contains("error report:"), "{out}");
+    let book = read(&py, dir.path(), &std::fs::read(&report).unwrap());
+    assert_eq!(sheet(&book, "诉求事项登记")["rows"][1][13], "unknown_code");
+    // Again: every good row is a repeat.
+    let o = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--kind",
+        "petition",
+        "--quiet",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("imported 0  repeats 6  rejected 1"), "{out}");
+    // A file that is not a spreadsheet: refused, exit 1, nothing imported.
+    let notes = dir.path().join("notes.xlsx");
+    std::fs::write(&notes, "姓名,证件号码\n").unwrap();
+    let o = run(&["import", notes.to_str().unwrap(), "--kind", "petition"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("excel_not_spreadsheet"));
+    // Export: masked by default.
+    let out_file = dir.path().join("out.xlsx");
+    let o = run(&[
+        "export",
+        "--kind",
+        "petition",
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("exported 6 petition rows"));
+    let book = read(&py, dir.path(), &std::fs::read(&out_file).unwrap());
+    let text = sheet(&book, "诉求事项登记")["rows"].to_string();
+    assert!(!text.contains(&id_number(1)) && text.contains("********"));
+}
