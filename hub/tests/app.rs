@@ -274,9 +274,48 @@ async fn wait_acked(t: &T, message_id: &str, queue: &str) {
     }
 }
 
+/// A fresh PostgreSQL database (`XFHUB_TEST_PG_URL`, default the local `test` database's
+/// server); fails when there is none.
+async fn pg_database() -> (String, String) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("XFHUB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("xfhub_app_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("this test needs PostgreSQL at {admin}: {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create the database");
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    (name.clone(), format!("{base}/{name}"))
+}
+
+async fn drop_pg_database(name: &str) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("XFHUB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn registration_to_evaluation_end_to_end() {
-    let t = T::start(|_| {}).await;
+    end_to_end(T::start(|_| {}).await).await;
+}
+
+#[tokio::test]
+async fn registration_to_evaluation_end_to_end_on_postgresql() {
+    let (name, url) = pg_database().await;
+    end_to_end(T::start(move |c| c.database_url = Some(url)).await).await;
+    drop_pg_database(&name).await;
+}
+
+async fn end_to_end(t: T) {
     let regions = t
         .call(Method::GET, "/api/v1/app/public/regions", None, None)
         .await;
@@ -843,7 +882,19 @@ async fn attachment_types_are_checked_by_content() {
 
 #[tokio::test]
 async fn lockout_sms_code_limits_and_rate_limits() {
+    limits(None).await;
+}
+
+#[tokio::test]
+async fn lockout_sms_code_limits_and_rate_limits_on_postgresql() {
+    let (name, url) = pg_database().await;
+    limits(Some(url)).await;
+    drop_pg_database(&name).await;
+}
+
+async fn limits(database_url: Option<String>) {
     let t = T::start(|c| {
+        c.database_url = database_url;
         c.app.max_failed_logins = 3;
         c.app.per_account_per_minute = 4;
         c.app.sms_code_interval_secs = 60;
