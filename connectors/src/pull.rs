@@ -651,6 +651,7 @@ pub async fn run(
     tracing::info!(connector = name, cursor = %cursor, url = %s.url, "ConnectorStarted");
     let mut failures: u32 = 0;
     let mut half_open = false;
+    let mut ahead: Option<tokio::task::JoinHandle<Result<FetchedPage, FetchError>>> = None;
     while !stop.is_cancelled() {
         connector.set(|st| {
             st.state = "pulling".to_owned();
@@ -661,15 +662,32 @@ pub async fn run(
             ring: ring(),
             tables: xfhub_schemas::CodeTables::embedded(),
         };
-        let fetched = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = connector.source().fetch(&cursor, &cx) => r,
+        // The page after the cursor: fetched ahead while the previous page committed, or now.
+        let fetched = match ahead.take() {
+            Some(mut handle) => tokio::select! {
+                _ = stop.cancelled() => {
+                    handle.abort();
+                    break;
+                }
+                r = &mut handle => r.unwrap_or_else(|e| Err(FetchError::Transient(format!("fetch task failed: {e}")))),
+            },
+            None => tokio::select! {
+                _ = stop.cancelled() => break,
+                r = connector.source().fetch(&cursor, &cx) => r,
+            },
         };
         let error = match fetched {
             Ok(page) => {
                 let next = page.next_cursor.clone();
                 let has_more = page.has_more;
                 let n = page.records.len() as u64;
+                // Fetch (and map) the next page while this one commits; it is committed only
+                // after this one, and dropped if this one fails.
+                if has_more {
+                    let (source, after, cx) =
+                        (connector.source().clone(), next.clone(), cx.clone());
+                    ahead = Some(tokio::spawn(async move { source.fetch(&after, &cx).await }));
+                }
                 // The commit is not raced against `stop`: once handed to the store it commits.
                 match commit_page(&store, name, page, &cx.ring).await {
                     Ok(o) => {
@@ -721,7 +739,12 @@ pub async fn run(
                         }
                         continue;
                     }
-                    Err(e) => format!("store: {e}"),
+                    Err(e) => {
+                        if let Some(h) = ahead.take() {
+                            h.abort();
+                        }
+                        format!("store: {e}")
+                    }
                 }
             }
             Err(FetchError::RateLimited {
@@ -791,6 +814,9 @@ pub async fn run(
                 "ConnectorCircuitHalfOpen"
             );
         }
+    }
+    if let Some(h) = ahead.take() {
+        h.abort();
     }
     connector.set(|st| st.state = "stopped".to_owned());
     tracing::info!(connector = name, "ConnectorStopped");
