@@ -683,7 +683,15 @@ async fn bad_files_are_refused_whole_with_a_clear_error() {
         sqlx_count(&t, "SELECT COUNT(*) AS n FROM excel_jobs").await,
         0
     );
-    // Missing form fields and unknown kinds.
+    // Not a multipart form, missing form fields and unknown kinds.
+    let r = send(
+        &t.app,
+        t.client
+            .post_json("/api/v1/imports", &json!({"kind": "petition"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.json()["code"], "unsupported_media_type");
     let r = t.upload(&t.client, "letters", "f.xlsx", &too_many).await;
     assert_error_body(
         "kind",

@@ -132,7 +132,7 @@ pub(crate) fn book_error(e: &BookError) -> ApiError {
         (status = 202, description = "job started; see Location", body = JobView),
         (status = 400, description = "malformed form, missing or unknown kind", body = ErrorBody),
         (status = 413, description = "file too large (excel_too_large)", body = ErrorBody),
-        (status = 415, description = "not a spreadsheet (excel_not_spreadsheet)", body = ErrorBody),
+        (status = 415, description = "not a spreadsheet (excel_not_spreadsheet), or not a multipart form (unsupported_media_type)", body = ErrorBody),
         (status = 422, description = "excel_encrypted, excel_zip_bomb, excel_corrupt, excel_no_sheet, excel_no_header_row, excel_missing_columns, excel_duplicate_column, excel_too_many_rows, excel_no_rows", body = ErrorBody),
         (status = 503, description = "not stored; retry", body = ErrorBody),
     ))]
@@ -140,8 +140,16 @@ pub async fn upload(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     ConnectInfoOpt(remote): ConnectInfoOpt,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let mut form = form.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the workbook as multipart/form-data with the fields kind and file: {e}"),
+            "请以 multipart/form-data 上传，字段为 kind 与 file",
+        )
+    })?;
     let limit = s.excel.config.max_upload_bytes;
     let mut kind: Option<String> = None;
     let mut file: Option<(String, Vec<u8>)> = None;
