@@ -1111,3 +1111,64 @@ async fn a_push_the_service_refuses_is_recorded_failed_not_retried() {
     assert!(msg.delivered().is_empty());
     t.hub.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn two_evaluations_at_once_store_one() {
+    let t = T::start(|_| {}).await;
+    let (mobile, _) = t.register(8, "吴十", "Secret123").await;
+    let s = t.session(&mobile, "Secret123").await;
+    let r = t.submit(&s, form("430111"), &[]).await.json();
+    let (code, id) = (
+        r["query_code"].as_str().unwrap(),
+        r["record_id"].as_str().unwrap(),
+    );
+    t.reply(id).await;
+    let body = |result: &str| json!({"query_code": code, "name": "吴十", "result": result, "responsible_department": "雨花区信访局"});
+    let (a, b) = tokio::join!(
+        t.post(
+            "/api/v1/app/public/complaints/evaluation",
+            Some(&s),
+            body("1")
+        ),
+        t.post(
+            "/api/v1/app/public/complaints/evaluation",
+            Some(&s),
+            body("2")
+        ),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{} / {}",
+        a.text(),
+        b.text()
+    );
+    let n = Stmt::new("SELECT COUNT(*) AS n FROM app_evaluations")
+        .query()
+        .fetch_one(t.hub.state.store.reader())
+        .await
+        .unwrap()
+        .try_get::<i64, _>("n")
+        .unwrap();
+    assert_eq!(n, 1);
+    let q = t
+        .post(
+            "/api/v1/app/public/complaints/query",
+            None,
+            json!({"query_code": code, "name": "吴十"}),
+        )
+        .await
+        .json();
+    let winner = if a.status == StatusCode::CREATED {
+        "1"
+    } else {
+        "2"
+    };
+    assert_eq!(
+        q["evaluation"]["result"], winner,
+        "the stored petition has the winning evaluation"
+    );
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
