@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use xfhub_connectors::pull::{read_state, MapContext, PullSettings, PullSource};
+use xfhub_connectors::pull::{read_state, MapContext, PullSettings};
 use xfhub_connectors::{Connectors, ConnectorsConfig};
 use xfhub_mocks::faults::Credentials;
 use xfhub_mocks::generator::Generator;

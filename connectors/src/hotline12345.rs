@@ -165,8 +165,9 @@ impl PullSource for Hotline {
         let cursor = cursor.to_owned();
         let parsed = tokio::task::spawn_blocking(move || {
             th::parse_page(&bytes).map(|page| {
-                let records: Vec<Prepared> =
-                    page.orders.iter().map(|o| prepare_value(o, &cx)).collect();
+                let records = crate::pull::map_in_parallel(page.orders.iter().collect(), |o| {
+                    prepare_value(o, &cx)
+                });
                 (
                     page.last_update_time.unwrap_or(cursor),
                     page.has_more,

@@ -162,11 +162,7 @@ impl PullSource for Provincial {
         let cx = cx.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             tp::parse_response(&bytes).map(|page| {
-                let records: Vec<Prepared> = page
-                    .records
-                    .into_iter()
-                    .map(|r| prepare_raw(r, &cx))
-                    .collect();
+                let records = crate::pull::map_in_parallel(page.records, |r| prepare_raw(r, &cx));
                 (page.next_cursor, page.has_more, records)
             })
         })

@@ -334,10 +334,7 @@ fn faults_and_broken_envelopes_are_told_apart() {
             other => panic!("{want}: {other:?}"),
         }
     }
-    let wrong_count = envelope("UTF-8", RECORD.as_bytes())
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>();
+    let wrong_count = envelope("UTF-8", RECORD.as_bytes());
     let text = String::from_utf8(wrong_count).unwrap().replace(
         "<xf:code>0</xf:code>",
         "<xf:code>0</xf:code><xf:count>2</xf:count>",
