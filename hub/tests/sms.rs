@@ -366,7 +366,12 @@ async fn role_holders_rules_words_and_the_alert_flow_over_rest() {
             Some(&json!({"action": "fly"})),
         )
         .await;
-    assert_eq!(bad_step.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad_step.text());
+    assert_eq!(
+        bad_step.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bad_step.text()
+    );
     t.stop().await;
 }
 

@@ -149,10 +149,13 @@ struct Shared {
     callbacks_failed: u64,
 }
 
+/// Callback URL and the (app key, secret) the pushes are signed with.
+type Callback = (Option<String>, Option<(String, String)>);
+
 struct Inner {
     config: SmsMockConfig,
     /// Callback URL and client, changeable while the mock runs.
-    callback: Mutex<(Option<String>, Option<(String, String)>)>,
+    callback: Mutex<Callback>,
     faults: Mutex<Faults>,
     shared: Mutex<Shared>,
     http: reqwest::Client,
@@ -578,82 +581,6 @@ async fn deliver(inner: &Inner, batch: &[Value]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn call(m: &MockSmsGateway, path: &str, body: &Value) -> (u16, Value) {
-        let body = serde_json::to_vec(body).unwrap();
-        let mut req = reqwest::Client::new()
-            .post(format!("{}{path}", m.url()))
-            .body(body.clone());
-        for (n, v) in sign::sign_headers(
-            "sms-mock-key",
-            b"sms-mock-secret",
-            "POST",
-            path,
-            &body,
-            now_ms(),
-            &sign::new_nonce(),
-        ) {
-            req = req.header(n, v);
-        }
-        let resp = req.send().await.unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    fn send_body(phones: &[&str], out_id: &str) -> Value {
-        json!({"phone_numbers": phones, "sign_name": "长沙信访", "template_code": "t",
-               "template_param": {"a": "b"}, "out_id": out_id})
-    }
-
-    #[tokio::test]
-    async fn limits_codes_faults_and_query() {
-        let m = MockSmsGateway::start(([127, 0, 0, 1], 0).into(), SmsMockConfig::default())
-            .await
-            .unwrap();
-        m.faults(|f| {
-            f.blacklisted.insert("13900000002".into());
-        });
-        let (status, body) = call(
-            &m,
-            "/sms/send",
-            &send_body(&["13900000001", "12345", "13900000002"], "o1"),
-        )
-        .await;
-        assert_eq!(status, 200);
-        let codes: Vec<&str> = body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["code"].as_str().unwrap())
-            .collect();
-        assert_eq!(codes, [CODE_OK, CODE_INVALID_NUMBER, CODE_BLACKLISTED]);
-        // Second text to the same number within a minute: over the limit.
-        let (_, body) = call(&m, "/sms/send", &send_body(&["13900000001"], "o2")).await;
-        assert_eq!(body["results"][0]["code"], CODE_BUSINESS_LIMIT);
-        assert_eq!(m.texts_to("13900000001"), 1);
-        m.faults(|f| f.fail_next = 1);
-        let (status, _) = call(&m, "/sms/send", &send_body(&["13900000003"], "o3")).await;
-        assert_eq!(status, 503);
-        let (_, q) = call(&m, "/sms/query", &json!({"out_id": "o1"})).await;
-        assert_eq!(q["records"].as_array().unwrap().len(), 1);
-        assert_eq!(q["records"][0]["phone"], "13900000001");
-        // A bad signature is refused.
-        let resp = reqwest::Client::new()
-            .post(format!("{}/sms/send", m.url()))
-            .body(serde_json::to_vec(&send_body(&["13900000004"], "o4")).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 401);
-        assert_eq!(m.calls(), 4, "send calls, the refused ones included");
-    }
-}
-
 /// `xfhub-mocks sms`: runs the mock gateway until ctrl-c. Returns the exit code.
 pub fn cli(args: &[String]) -> i32 {
     use clap::Parser;
@@ -743,4 +670,80 @@ pub fn cli(args: &[String]) -> i32 {
         let _ = tokio::signal::ctrl_c().await;
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn call(m: &MockSmsGateway, path: &str, body: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        let mut req = reqwest::Client::new()
+            .post(format!("{}{path}", m.url()))
+            .body(body.clone());
+        for (n, v) in sign::sign_headers(
+            "sms-mock-key",
+            b"sms-mock-secret",
+            "POST",
+            path,
+            &body,
+            now_ms(),
+            &sign::new_nonce(),
+        ) {
+            req = req.header(n, v);
+        }
+        let resp = req.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    fn send_body(phones: &[&str], out_id: &str) -> Value {
+        json!({"phone_numbers": phones, "sign_name": "长沙信访", "template_code": "t",
+               "template_param": {"a": "b"}, "out_id": out_id})
+    }
+
+    #[tokio::test]
+    async fn limits_codes_faults_and_query() {
+        let m = MockSmsGateway::start(([127, 0, 0, 1], 0).into(), SmsMockConfig::default())
+            .await
+            .unwrap();
+        m.faults(|f| {
+            f.blacklisted.insert("13900000002".into());
+        });
+        let (status, body) = call(
+            &m,
+            "/sms/send",
+            &send_body(&["13900000001", "12345", "13900000002"], "o1"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let codes: Vec<&str> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes, [CODE_OK, CODE_INVALID_NUMBER, CODE_BLACKLISTED]);
+        // Second text to the same number within a minute: over the limit.
+        let (_, body) = call(&m, "/sms/send", &send_body(&["13900000001"], "o2")).await;
+        assert_eq!(body["results"][0]["code"], CODE_BUSINESS_LIMIT);
+        assert_eq!(m.texts_to("13900000001"), 1);
+        m.faults(|f| f.fail_next = 1);
+        let (status, _) = call(&m, "/sms/send", &send_body(&["13900000003"], "o3")).await;
+        assert_eq!(status, 503);
+        let (_, q) = call(&m, "/sms/query", &json!({"out_id": "o1"})).await;
+        assert_eq!(q["records"].as_array().unwrap().len(), 1);
+        assert_eq!(q["records"][0]["phone"], "13900000001");
+        // A bad signature is refused.
+        let resp = reqwest::Client::new()
+            .post(format!("{}/sms/send", m.url()))
+            .body(serde_json::to_vec(&send_body(&["13900000004"], "o4")).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        assert_eq!(m.calls(), 4, "send calls, the refused ones included");
+    }
 }

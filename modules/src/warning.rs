@@ -309,6 +309,14 @@ fn is_threat(category: Option<&str>) -> bool {
 // ---------------------------------------------------------------------------------------------
 // The consumer.
 
+/// What [`WarningModule::scan`] looks at: a record's id, its text and responsible unit.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    record_id: &'a str,
+    text: &'a str,
+    org: Option<&'a str>,
+}
+
 /// The warning module.
 pub struct WarningModule {
     store: Store,
@@ -340,12 +348,15 @@ impl WarningModule {
         &self,
         words: &Compiled,
         env: &Envelope<Value>,
-        record_id: &str,
-        text: &str,
-        org: Option<&str>,
+        subject: &Subject<'_>,
         groups: &[(&'static str, &'static str, bool)],
         existing: &[String],
     ) -> Vec<Effect> {
+        let Subject {
+            record_id,
+            text,
+            org,
+        } = *subject;
         let now = self.clock.now_ms();
         let found = words.find(text);
         let mut effects = Vec::with_capacity(found.len() + 4);
@@ -579,15 +590,12 @@ impl WarningModule {
             ("threat", "扬言访", p.flags.threat),
         ];
         let existing = self.existing_alerts(env, &id).await?;
-        let mut effects = self.scan(
-            &words,
-            env,
-            &id,
-            &text,
-            p.handling.responsible_unit.as_deref(),
-            &groups,
-            &existing,
-        );
+        let subject = Subject {
+            record_id: &id,
+            text: &text,
+            org: p.handling.responsible_unit.as_deref(),
+        };
+        let mut effects = self.scan(&words, env, &subject, &groups, &existing);
         if env.message_type.ends_with(".received") {
             effects.extend(
                 self.surge(env, "petition", p.acceptance.complaint_date)
@@ -606,7 +614,12 @@ impl WarningModule {
         let text = format!("{}\n{}", w.title, w.content);
         let existing = self.existing_alerts(env, &id).await?;
         let org = w.handling_unit.as_ref().map(|u| u.name.as_str());
-        let mut effects = self.scan(&words, env, &id, &text, org, &[], &existing);
+        let subject = Subject {
+            record_id: &id,
+            text: &text,
+            org,
+        };
+        let mut effects = self.scan(&words, env, &subject, &[], &existing);
         if w.completed_at.is_some() {
             effects.push(Effect::Sql(
                 Stmt::new(
