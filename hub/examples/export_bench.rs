@@ -36,11 +36,18 @@ async fn main() -> anyhow::Result<()> {
             let n: u64 = args.get(3).map_or(Ok(1_000_000), |s| s.parse())?;
             pull(url, n).await
         }
+        Some("direct") => {
+            let dir = args.get(2).ok_or_else(|| anyhow::anyhow!("direct DIR N"))?;
+            let n: u64 = args.get(3).map_or(Ok(1_000_000), |s| s.parse())?;
+            direct(dir, n).await
+        }
         Some("baseline") => {
             let dir = args.get(2).ok_or_else(|| anyhow::anyhow!("baseline DIR"))?;
             baseline(dir).await
         }
-        _ => anyhow::bail!("usage: export_bench load DIR N | pull URL N | baseline DIR"),
+        _ => anyhow::bail!(
+            "usage: export_bench load DIR N | pull URL N | direct DIR N | baseline DIR"
+        ),
     }
 }
 
@@ -93,6 +100,77 @@ async fn load(dir: &str, n: u64) -> anyhow::Result<()> {
     eprintln!(
         "loaded {n} petitions in {:.1} s",
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), MiB.
+fn own_peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Counts the bytes of the package and drops them.
+struct Count(u64);
+
+impl std::io::Write for Count {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The export pipeline of the hub (`exchange::export::write_package`: page reads, personal
+/// data opened, canonical XML, SM3 and SHA-256, deflate, zip, signature, bookkeeping) in a
+/// process of its own with no relay or consumers beside it, writing into a byte counter.
+async fn direct(dir: &str, n: u64) -> anyhow::Result<()> {
+    let config = Config {
+        data_dir: dir.into(),
+        ..Config::default()
+    };
+    let (store, keys) = xfhub::admin_cli::open(&config).await?;
+    let before = own_peak_mib();
+    let ring = keys.current();
+    let rt = tokio::runtime::Handle::current();
+    let t0 = Instant::now();
+    let (sum, bytes) = tokio::task::spawn_blocking(move || {
+        let params = xfhub::exchange::export::ExportParams {
+            infoset: xfhub_transforms::exchange::InfoSet::Petition,
+            since: 0,
+            limit: n,
+            sender: "xfhub".to_owned(),
+            receiver: "bench".to_owned(),
+            secret: b"bench-secret".to_vec().into(),
+            divisions: None,
+            mask: false,
+            remote: String::new(),
+        };
+        let mut sink = Count(0);
+        let serial = xfhub::exchange::export::new_serial();
+        let sum = xfhub::exchange::export::write_package(
+            &rt, &store, &ring, &params, &serial, &mut sink,
+        )?;
+        anyhow::Ok((sum, sink.0))
+    })
+    .await??;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "exported {} petitions: {secs:.1} s, {:.0} records/s, {:.1} MiB zip; peak RSS {before:.1} MiB after opening the store, {:.1} MiB after the export",
+        sum.records,
+        sum.records as f64 / secs,
+        bytes as f64 / 1048576.0,
+        own_peak_mib()
     );
     Ok(())
 }
