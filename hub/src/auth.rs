@@ -118,8 +118,8 @@ pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
             RouteGroup::Submit
         }
         p if p.starts_with("/ws/") => RouteGroup::Submit,
-        // Package imports check the `import` scope and record their nonce themselves.
-        "/exchange/packages" if method == axum::http::Method::POST => RouteGroup::Submit,
+        "/exchange/packages" if method == axum::http::Method::POST => RouteGroup::Import,
+        "/exchange/packages" => RouteGroup::Export,
         _ => RouteGroup::Read,
     }
 }
