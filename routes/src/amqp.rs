@@ -283,19 +283,24 @@ async fn await_confirms(
     }
 }
 
-/// Appends trail rows to a statement under construction: `(message_id, hop, queue, attempt,
-/// detail, at)`.
+/// Trail rows `(message_id, hop, queue, attempt, detail, at)` as multi-row inserts of at most
+/// [`TRAIL_ROWS_PER_STMT`] rows: numbered `$N` parameters cost SQLite a search of the parameter
+/// list per bind, quadratic in one statement with thousands of them.
 struct TrailRows {
+    done: Vec<Stmt>,
     sql: String,
     args: Vec<xfhub_store::SqlValue>,
 }
 
+const TRAIL_ROWS_PER_STMT: usize = 50;
+const TRAIL_INSERT: &str =
+    "INSERT INTO message_trail (message_id, hop, queue, attempt, detail, at) VALUES ";
+
 impl TrailRows {
     fn new() -> Self {
         TrailRows {
-            sql: String::from(
-                "INSERT INTO message_trail (message_id, hop, queue, attempt, detail, at) VALUES ",
-            ),
+            done: Vec::new(),
+            sql: String::from(TRAIL_INSERT),
             args: Vec::new(),
         }
     }
@@ -329,17 +334,26 @@ impl TrailRows {
             detail.into(),
             now_ms().into(),
         ]);
+        if self.args.len() >= TRAIL_ROWS_PER_STMT * 6 {
+            self.flush();
+        }
     }
 
-    fn into_stmt(self) -> Option<Stmt> {
+    fn flush(&mut self) {
         if self.args.is_empty() {
-            return None;
+            return;
         }
-        let mut stmt = Stmt::new(self.sql);
-        for a in self.args {
+        let sql = std::mem::replace(&mut self.sql, String::from(TRAIL_INSERT));
+        let mut stmt = Stmt::new(sql);
+        for a in std::mem::take(&mut self.args) {
             stmt = stmt.bind(a);
         }
-        Some(stmt)
+        self.done.push(stmt);
+    }
+
+    fn into_stmts(mut self) -> Vec<Stmt> {
+        self.flush();
+        self.done
     }
 }
 
@@ -826,18 +840,14 @@ impl AmqpBus {
                     Some(&reason),
                 );
                 let txn = Txn {
-                    statements: [
-                        Some(dead_letter_stmt(
-                            &queue,
-                            &message_id,
-                            &raw,
-                            &reason,
-                            attempt,
-                        )),
-                        trail.into_stmt(),
-                    ]
-                    .into_iter()
-                    .flatten()
+                    statements: std::iter::once(dead_letter_stmt(
+                        &queue,
+                        &message_id,
+                        &raw,
+                        &reason,
+                        attempt,
+                    ))
+                    .chain(trail.into_stmts())
                     .collect(),
                     ..Default::default()
                 };
@@ -935,7 +945,7 @@ impl Bus for AmqpBus {
             seqs.join(",")
         ))
         .bind(now_ms())];
-        statements.extend(trail.into_stmt());
+        statements.extend(trail.into_stmts());
         self.inner
             .store
             .transact(Txn {
@@ -1021,7 +1031,7 @@ impl Bus for AmqpBus {
                 );
                 if let Err(e) = store
                     .transact(Txn {
-                        statements: trail.into_stmt().into_iter().collect(),
+                        statements: trail.into_stmts(),
                         ..Default::default()
                     })
                     .await
@@ -1048,7 +1058,7 @@ impl Bus for AmqpBus {
                     &reason,
                     d.attempt,
                 )];
-                statements.extend(trail.into_stmt());
+                statements.extend(trail.into_stmts());
                 match store
                     .transact(Txn {
                         statements,
@@ -1128,7 +1138,7 @@ impl Bus for AmqpBus {
         )
         .bind(now_ms())
         .bind(dead_letter_id)];
-        statements.extend(trail.into_stmt());
+        statements.extend(trail.into_stmts());
         self.inner
             .store
             .transact(Txn {
