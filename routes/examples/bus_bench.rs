@@ -16,7 +16,7 @@
 //! `--db` defaults to a SQLite file in a temporary directory (`synchronous=FULL`); a
 //! `postgres://` URL is used as an admin URL: a fresh database is made and dropped.
 
-#[allow(dead_code, unused_macros)] // reason: test helpers shared with the suites
+#[allow(unused_macros)] // reason: test helpers shared with the suites
 #[path = "../tests/common/mod.rs"]
 mod common;
 
