@@ -104,6 +104,9 @@ fn every_value_of_every_table_maps() {
     assert!(n >= 27, "{n} values checked");
 }
 
+/// (input, expected (path, code) pairs, text the first message contains)
+type Case<T> = (T, Vec<(&'static str, &'static str)>, &'static str);
+
 #[test]
 fn every_error_names_the_field_and_the_value() {
     let missing = |f: &str| {
@@ -111,7 +114,7 @@ fn every_error_names_the_field_and_the_value() {
         o.as_object_mut().unwrap().remove(f);
         o
     };
-    let cases: Vec<(Value, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case<Value>> = vec![
         (
             with("orderType", json!("投诉建议")),
             vec![("orderType", "unknown_code")],

@@ -154,10 +154,13 @@ fn every_code_of_every_table_maps() {
     assert!(n >= 40, "{n} codes checked");
 }
 
+/// (input, expected (path, code) pairs, text the first message contains)
+type Case<T> = (T, Vec<(&'static str, &'static str)>, &'static str);
+
 #[test]
 fn every_error_names_the_field_and_the_value() {
     // (record, expected (path, code) pairs, text the first message must contain)
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case<String>> = vec![
         (
             with("xfmddm", "5"),
             vec![("xfmddm", "unknown_code")],
