@@ -133,7 +133,12 @@ impl Hub {
             base_delay: Duration::from_millis(config.bus.retry_base_ms),
             max_delay: Duration::from_millis(config.bus.retry_max_ms),
         };
-        let (b, s, prefetch, p) = (bus.clone(), stop.clone(), config.bus.prefetch, policy.clone());
+        let (b, s, prefetch, p) = (
+            bus.clone(),
+            stop.clone(),
+            config.bus.prefetch,
+            policy.clone(),
+        );
         tasks.spawn(async move {
             if let Err(e) = run_consumer(b, Arc::new(TrailConsumer), prefetch, p, s).await {
                 tracing::error!(error = %e, "ConsumerStartError");
@@ -157,7 +162,8 @@ impl Hub {
             &stop,
         );
         // The SMS connector and the business modules (issue 8).
-        let words = crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
+        let words =
+            crate::modules::start(&config, &store, &bus, &keys, &policy, &stop, &mut tasks)?;
         // The Xiangyiban push connector (issue 9).
         crate::mobile::start_push(&config, &store, &bus, &policy, &stop, &mut tasks);
         // Import jobs a stopped process left running end as failed, their batches counted.

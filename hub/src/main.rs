@@ -360,7 +360,9 @@ fn main() -> anyhow::Result<()> {
             target,
         } => {
             let cfg = quiet(&target)?;
-            let code = rt.block_on(xfhub::excel::cli::import(&cfg, &file, &kind, errors, no_bar))?;
+            let code = rt.block_on(xfhub::excel::cli::import(
+                &cfg, &file, &kind, errors, no_bar,
+            ))?;
             std::process::exit(code);
         }
         Command::Export {

@@ -1802,7 +1802,11 @@ fn routed() -> Vec<(String, String)> {
     let mobile = include_str!("../src/mobile/mod.rs");
     let mobile = &mobile[mobile.find("pub fn routes(").expect("mobile routes()")..];
     let mut routes = Vec::new();
-    for chunk in src.split(".route(").skip(1).chain(mobile.split(".route(").skip(1)) {
+    for chunk in src
+        .split(".route(")
+        .skip(1)
+        .chain(mobile.split(".route(").skip(1))
+    {
         let path = chunk.split('"').nth(1).expect("a path literal");
         for method in ["get", "post", "put", "patch", "delete"] {
             let call = format!("{method}(");

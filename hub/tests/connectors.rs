@@ -114,7 +114,8 @@ async fn admin_connectors_and_reprocessing_after_a_code_map_fix() {
         let list = connectors(&app, &client).await;
         let p = by_name(&list, "provincial");
         let h = by_name(&list, "hotline12345");
-        if p["cursor"] == provincial.core.feed_len().to_string()
+        if p["cursor"].as_str().and_then(|c| c.parse::<u64>().ok())
+            == Some(provincial.core.feed_len())
             && h["cursor"] == update_time(hotline.core.feed_len())
             && p["state"] == "idle"
             && h["state"] == "idle"

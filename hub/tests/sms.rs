@@ -91,7 +91,11 @@ async fn templates_are_checked_and_managed() {
         .iter()
         .map(|t| t["code"].as_str().unwrap())
         .collect();
-    for seeded in ["alert_urgent", "instant_push_handler", "instant_push_leader"] {
+    for seeded in [
+        "alert_urgent",
+        "instant_push_handler",
+        "instant_push_leader",
+    ] {
         assert!(codes.contains(&seeded), "{codes:?}");
     }
     let good = json!({"code": "reminder", "name": "提醒", "body": "【信访】请于${date}前办结${case_no}。", "params": ["date", "case_no"]});

@@ -134,7 +134,10 @@ async fn hub_path(store: &Store, bus: Arc<dyn Bus>, n: u64, prefetch: usize, rel
     }
     let secs = started.elapsed().as_secs_f64();
     if let Some(r) = relayed_at {
-        println!("  (outbox relayed after {r:.2} s: {:.0}/s; last ack after {secs:.2} s)", n as f64 / r);
+        println!(
+            "  (outbox relayed after {r:.2} s: {:.0}/s; last ack after {secs:.2} s)",
+            n as f64 / r
+        );
     }
     stop.cancel();
     let _ = relay.await;

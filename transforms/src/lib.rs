@@ -4,9 +4,9 @@
 pub mod xml_guard;
 
 pub mod codemap;
+pub mod excel;
+pub mod exchange;
 pub mod hotline12345;
 pub mod provincial;
-pub mod excel;
 pub mod xml_soap;
 pub mod xml_writeback;
-pub mod exchange;

@@ -95,13 +95,13 @@ pub async fn reprocess(
             .with_field(
                 "source",
                 "unknown_code",
-                &format!("`{src}` is not provincial or hotline12345"),
-                &format!("`{src}` 不是 provincial 或 hotline12345"),
+                format!("`{src}` is not provincial or hotline12345"),
+                format!("`{src}` 不是 provincial 或 hotline12345"),
             ),
             ReprocessError::CodeMap(m) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "code_map_invalid",
-                &format!("the code map file does not load, nothing was reprocessed: {m}"),
+                format!("the code map file does not load, nothing was reprocessed: {m}"),
                 "代码对照表文件无法加载，未重新处理任何记录",
             ),
             ReprocessError::Store(m) => ApiError::internal("reprocess", &m),

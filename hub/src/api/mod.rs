@@ -64,7 +64,10 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/word-lists",
             get(warning::list_words).post(warning::add_words),
         )
-        .route("/api/v1/word-lists/{list}/{word}", delete(warning::delete_word))
+        .route(
+            "/api/v1/word-lists/{list}/{word}",
+            delete(warning::delete_word),
+        )
         .route("/api/v1/tags/{record_id}", get(warning::tags))
         .route(
             "/api/v1/alerts",
