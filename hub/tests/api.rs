@@ -1801,11 +1801,15 @@ fn routed() -> Vec<(String, String)> {
     // The Xiangyiban app channel's routes are mounted from `src/mobile/mod.rs`.
     let mobile = include_str!("../src/mobile/mod.rs");
     let mobile = &mobile[mobile.find("pub fn routes(").expect("mobile routes()")..];
+    // Exchange packages (documented in OpenAPI; SOAP and XML are described by WSDL and XSD).
+    let exchange = include_str!("../src/exchange/mod.rs");
+    let exchange = &exchange[exchange.find("pub fn routes(").expect("exchange routes()")..];
     let mut routes = Vec::new();
     for chunk in src
         .split(".route(")
         .skip(1)
         .chain(mobile.split(".route(").skip(1))
+        .chain(exchange.split(".route(").skip(1))
     {
         let path = chunk.split('"').nth(1).expect("a path literal");
         for method in ["get", "post", "put", "patch", "delete"] {
