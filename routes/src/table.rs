@@ -667,21 +667,24 @@ mod tests {
 
     #[test]
     fn the_built_in_table_is_valid_without_warnings() {
-        let (table, warnings) = RouteTable::built_in(&["trail"]);
+        let consumers = ["trail", "warning", "dispatch", "sms", "app_push"];
+        let (table, warnings) = RouteTable::built_in(&consumers);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert!(table.has_queue("trail"));
-        assert!(!table.has_queue("warning"), "disabled rules have no queue");
+        for q in consumers {
+            assert!(table.has_queue(q), "{q}");
+        }
+        assert!(!table.has_queue("supervision"), "disabled rules have no queue");
     }
 
     #[test]
     fn pattern_only_tables_never_need_the_envelope() {
         let (table, _) = RouteTable::built_in(&["trail"]);
         let r = table.resolve_text("petition.received.430102", "not json");
+        assert_eq!(r.queues, ["trail", "warning", "dispatch"]);
+        assert!(r.routed, "the business rules route; the trail is a tap");
+        let r = table.resolve_text("alert.raised.430102", "not json");
         assert_eq!(r.queues, ["trail"]);
-        assert!(
-            r.routed,
-            "the trail counts as routing while it is the only consumer"
-        );
+        assert!(!r.routed, "a tap alone is not a route");
     }
 
     #[test]
