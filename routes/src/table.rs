@@ -673,7 +673,10 @@ mod tests {
         for q in consumers {
             assert!(table.has_queue(q), "{q}");
         }
-        assert!(!table.has_queue("supervision"), "disabled rules have no queue");
+        assert!(
+            !table.has_queue("supervision"),
+            "disabled rules have no queue"
+        );
     }
 
     #[test]
