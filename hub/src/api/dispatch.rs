@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use xfhub_modules::alerts::{self, RoleHolder, RoleHolderInput};
 use xfhub_modules::dispatch::{self, AssignmentRule, DuplicateCandidate};
 
-use super::sms::{commit, invalid, limit_of, require, store_error};
+use super::sms::{commit, delete_one, invalid, limit_of, require, store_error};
 use super::warning::parse_id;
 use crate::api::records::ConnectInfoOpt;
 use crate::app::AppState;
@@ -117,20 +117,17 @@ pub async fn delete_holder(
 ) -> Result<StatusCode, ApiError> {
     require(&caller, "admin")?;
     let id = parse_id(&id)?;
-    let out = commit(
+    let delete = Stmt::new("DELETE FROM role_holders WHERE id = $1").bind(&id);
+    delete_one(
         &s,
         &caller,
         remote,
         "role_holder.delete",
         &id,
-        vec![Stmt::new("DELETE FROM role_holders WHERE id = $1").bind(&id)],
-        Vec::new(),
+        delete,
+        "role holder",
     )
-    .await?;
-    if out.rows_affected.first() != Some(&1) {
-        return Err(ApiError::not_found("role holder"));
-    }
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Auto-assignment rules.
@@ -218,20 +215,17 @@ pub async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     require(&caller, "admin")?;
     let id = parse_id(&id)?;
-    let out = commit(
+    let delete = Stmt::new("DELETE FROM assignment_rules WHERE id = $1").bind(&id);
+    delete_one(
         &s,
         &caller,
         remote,
         "assignment_rule.delete",
         &id,
-        vec![Stmt::new("DELETE FROM assignment_rules WHERE id = $1").bind(&id)],
-        Vec::new(),
+        delete,
+        "assignment rule",
     )
-    .await?;
-    if out.rows_affected.first() != Some(&1) {
-        return Err(ApiError::not_found("assignment rule"));
-    }
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -60,6 +60,23 @@ pub(crate) async fn commit(
         .map_err(|e| ApiError::internal(action, &e))
 }
 
+/// Deletes one row through [`commit`] (audited); 204, or 404 naming `what` when no row matched.
+pub(crate) async fn delete_one(
+    s: &AppState,
+    caller: &Caller,
+    remote: String,
+    action: &str,
+    target: &str,
+    delete: Stmt,
+    what: &str,
+) -> Result<StatusCode, ApiError> {
+    let out = commit(s, caller, remote, action, target, vec![delete], Vec::new()).await?;
+    if out.rows_affected.first() != Some(&1) {
+        return Err(ApiError::not_found(what));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// 422 with every field error.
 pub(crate) fn invalid(errors: Vec<xfhub_modules::alerts::Invalid>) -> ApiError {
     let mut e = ApiError::new(
@@ -360,18 +377,15 @@ pub async fn delete_template(
     PathParam(code): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     require(&caller, "admin")?;
-    let out = commit(
+    let delete = Stmt::new("DELETE FROM sms_templates WHERE code = $1").bind(&code);
+    delete_one(
         &s,
         &caller,
         remote,
         "sms.template.delete",
         &code,
-        vec![Stmt::new("DELETE FROM sms_templates WHERE code = $1").bind(&code)],
-        Vec::new(),
+        delete,
+        "template",
     )
-    .await?;
-    if out.rows_affected.first() != Some(&1) {
-        return Err(ApiError::not_found("template"));
-    }
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
