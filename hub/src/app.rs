@@ -246,6 +246,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
         // SOAP clients get faults, not JSON, for the refusals of the layers above.
         .layer(middleware::from_fn(crate::soap::fault_edge))
         .layer(middleware::from_fn(telemetry::http_metrics))
+        // The client IP behind trusted proxies, for everything above.
+        .layer(middleware::from_fn_with_state(
+            crate::client_ip::TrustedProxies::new(&config.server.trusted_proxies),
+            crate::client_ip::layer,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| {

@@ -125,12 +125,11 @@ pub fn group_of(method: &axum::http::Method, path: &str) -> RouteGroup {
 }
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -203,11 +202,11 @@ impl ClientCache {
     }
 }
 
-/// The peer address, when the server recorded it.
+/// The client's address for the audit, when the server recorded the peer: `ip:port` of the
+/// peer, or `client via proxy:port` behind a trusted proxy (`crate::client_ip`).
 pub fn remote_of(req_extensions: &axum::http::Extensions) -> String {
-    req_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+    crate::client_ip::client_of(req_extensions)
+        .map(|c| c.to_string())
         .unwrap_or_default()
 }
 

@@ -51,6 +51,20 @@ pub struct Config {
     /// The Xiangyiban app channel (`crate::mobile::AppConfig`): staff JWTs, the public
     /// complaint channel, its abuse limits.
     pub app: crate::mobile::AppConfig,
+    /// The HTTP server's view of its clients.
+    pub server: ServerConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as CIDR blocks or addresses, e.g.
+    /// `["10.0.0.0/8", "127.0.0.1/32"]`. Behind one, the client IP (per-IP limits of the app
+    /// channel, the audit's remote address) is the right-most forwarded address that is not a
+    /// trusted proxy; from any other peer the header is ignored. Empty by default: the peer is
+    /// the client. A value that is not a CIDR block stops the load with its position.
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
 }
 
 /// The routing table (`routes.toml`, see the README, "Routing table").
@@ -270,6 +284,7 @@ impl Default for Config {
             excel: crate::excel::ExcelConfig::default(),
             exchange: crate::exchange::ExchangeConfig::default(),
             app: crate::mobile::AppConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -452,6 +467,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trusted_proxies_are_cidr_blocks() {
+        let c: Config =
+            toml::from_str("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let err = toml::from_str::<Config>("[server]\ntrusted_proxies = [\"10.0.0.1/8\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.0.0.0/8"),
+            "{err}"
+        );
+        assert!(toml::from_str::<Config>("[server]\ntrusted_proxies = [\"lb\"]\n").is_err());
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let err = toml::from_str::<Config>("listen = \"127.0.0.1:9000\"\n[bus]\nprefetchh = 3\n")
             .unwrap_err();
@@ -532,6 +562,7 @@ mod tests {
         assert_eq!(cfg.key_file(), d.key_file());
         assert!(cfg.tls.files().is_none());
         assert_eq!(cfg.routes.file, d.routes.file);
+        assert_eq!(cfg.server.trusted_proxies, d.server.trusted_proxies);
     }
 
     #[test]

@@ -1172,3 +1172,533 @@ async fn two_evaluations_at_once_store_one() {
     );
     t.hub.shutdown(Duration::from_secs(5)).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Staff notices (通知公告) and the client IP behind trusted proxies.
+
+impl T {
+    fn staff_roles(&self, sub: &str, org_division: &str, roles: &[&str]) -> String {
+        self.idp.issue(&TokenRequest {
+            sub: sub.into(),
+            name: "李干事".into(),
+            org: format!("XFJ-{org_division}"),
+            org_division: org_division.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            ttl_secs: None,
+        })
+    }
+
+    async fn signed(&self, client: &common::TestClient, req: Request<Body>) -> Reply {
+        common::send(&self.app, client.sign(req).await).await
+    }
+
+    async fn admin(
+        &self,
+        client: &common::TestClient,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let body = body.map(|v| serde_json::to_vec(&v).unwrap());
+        let ct = body.as_ref().map(|_| "application/json");
+        let req = common::request(method, uri, ct, &[], body.unwrap_or_default());
+        self.signed(client, req).await
+    }
+
+    /// The notices a staff token sees: (ids in order, unread flags, the whole answer).
+    async fn notices_of(&self, token: &str) -> (Vec<String>, Vec<bool>, Value) {
+        let r = self
+            .call(Method::GET, "/api/v1/app/staff/notices", Some(token), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        let items = v["items"].as_array().unwrap();
+        (
+            items
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect(),
+            items
+                .iter()
+                .map(|i| i["unread"].as_bool().unwrap())
+                .collect(),
+            v,
+        )
+    }
+}
+
+fn notice(title: &str, division: &str) -> Value {
+    json!({"title": title, "body": "各单位：\n请认真落实。", "level": "important", "audience_division": division})
+}
+
+async fn notification_recipients(t: &T, notice_id: &str) -> Vec<String> {
+    let rows = Stmt::new(
+        "SELECT envelope FROM outbox WHERE message_type = 'notification.requested' ORDER BY seq",
+    )
+    .query()
+    .fetch_all(t.hub.state.store.reader())
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for r in rows {
+        let env: Value =
+            serde_json::from_str(&r.try_get::<String, _>("envelope").unwrap()).unwrap();
+        if env["payload"]["notification_id"] == notice_id {
+            for u in env["payload"]["recipients"].as_array().unwrap() {
+                out.push(u.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn staff_notices_by_audience_roles_time_and_withdrawal() {
+    let t = T::start(|_| {}).await;
+    let admin = common::TestClient::full(&t.hub, "bureau-admin").await;
+    let furong = t.staff_roles("u-fr", "430102", &["handler"]);
+    let tianxin = t.staff_roles("u-tx", "430103", &["handler"]);
+    let leader = t.staff_roles("u-ld", "430102", &["leader", "handler_x"]);
+    // Staff the hub has seen are the push recipients.
+    for tok in [&furong, &tianxin, &leader] {
+        let r = t
+            .call(Method::GET, "/api/v1/app/staff/profile", Some(tok), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+
+    // A city-wide notice: every district sees it, and it is pushed to all three.
+    let r = t
+        .admin(
+            &admin,
+            Method::POST,
+            "/api/v1/notices",
+            Some(notice("关于做好节日期间信访工作的通知", "430100")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let city = r.json();
+    let city_id = city["id"].as_str().unwrap().to_owned();
+    assert_eq!(city["audience_name"], "长沙市");
+    assert_eq!(city["status"], "active");
+    assert!(city["pushed_at"].is_i64());
+    assert_eq!(
+        notification_recipients(&t, &city_id).await,
+        ["u-fr", "u-ld", "u-tx"]
+    );
+
+    // A Tianxin notice: only Tianxin's staff.
+    let r = t
+        .admin(
+            &admin,
+            Method::POST,
+            "/api/v1/notices",
+            Some(notice("天心区值班安排", "430103")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let tx_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(notification_recipients(&t, &tx_id).await, ["u-tx"]);
+
+    // For leaders only (a role is matched whole: `handler_x` is not `handler`).
+    let mut body = notice("领导批示事项督办", "430100");
+    body["roles"] = json!(["leader"]);
+    body["level"] = json!("urgent");
+    let r = t
+        .admin(&admin, Method::POST, "/api/v1/notices", Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let leaders_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["roles"], json!(["leader"]));
+    assert_eq!(notification_recipients(&t, &leaders_id).await, ["u-ld"]);
+
+    let (ids, unread, v) = t.notices_of(&furong).await;
+    assert_eq!(ids, std::slice::from_ref(&city_id));
+    assert_eq!(unread, [true]);
+    assert_eq!(
+        (v["total"].as_i64(), v["unread"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let (ids, _, _) = t.notices_of(&tianxin).await;
+    assert!(ids.contains(&tx_id) && ids.contains(&city_id) && !ids.contains(&leaders_id));
+    let (ids, _, _) = t.notices_of(&leader).await;
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], leaders_id, "newest first");
+
+    // Opening it reads it for that user only.
+    let r = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/app/staff/notices/{city_id}"),
+            Some(&furong),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["body"], "各单位：\n请认真落实。");
+    assert_eq!(r.json()["unread"], false);
+    let (_, unread, v) = t.notices_of(&furong).await;
+    assert_eq!(unread, [false]);
+    assert_eq!(v["unread"], 0);
+    let (ids, unread, _) = t.notices_of(&tianxin).await;
+    assert!(unread[ids.iter().position(|i| *i == city_id).unwrap()]);
+    // Outside the audience or the roles answers like a missing notice.
+    for (tok, id) in [
+        (&furong, &tx_id),
+        (&furong, &leaders_id),
+        (&furong, &"no-such-notice".to_owned()),
+    ] {
+        let r = t
+            .call(
+                Method::GET,
+                &format!("/api/v1/app/staff/notices/{id}"),
+                Some(tok),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+        assert_eq!(r.json()["code"], "not_found");
+    }
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/notices?limit=0",
+            Some(&furong),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["code"], "invalid_parameter");
+    // Paging.
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/notices?limit=1&offset=1",
+            Some(&tianxin),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json()["total"], 2);
+
+    // An update changes what staff see; it is not pushed again.
+    let mut changed = notice("关于做好节日期间信访工作的通知（修订）", "430100");
+    changed["level"] = json!("normal");
+    let r = t
+        .admin(
+            &admin,
+            Method::PUT,
+            &format!("/api/v1/notices/{city_id}"),
+            Some(changed),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["publish_at"],
+        city["publish_at"],
+        "publication time kept"
+    );
+    assert_eq!(r.json()["reads"], 1);
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/app/staff/notices",
+            Some(&furong),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.json()["items"][0]["title"],
+        "关于做好节日期间信访工作的通知（修订）"
+    );
+    assert_eq!(notification_recipients(&t, &city_id).await.len(), 3);
+
+    // Scheduled: invisible and not pushed until its time; the sweep pushes it then.
+    let later = common::now_ms() + 3_600_000;
+    let mut body = notice("下周系统维护通知", "430100");
+    body["publish_at"] = json!(later);
+    let r = t
+        .admin(&admin, Method::POST, "/api/v1/notices", Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let scheduled_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert!(r.json()["pushed_at"].is_null());
+    assert!(!t.notices_of(&furong).await.0.contains(&scheduled_id));
+    let store = &t.hub.state.store;
+    assert_eq!(
+        xfhub::mobile::notices::push_due(store, later - 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        xfhub::mobile::notices::push_due(store, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(notification_recipients(&t, &scheduled_id).await.len(), 3);
+    assert_eq!(
+        xfhub::mobile::notices::push_due(store, later)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Expired: invisible (the expiry is moved into the past directly; the API refuses that).
+    store
+        .transact(xfhub_store::Txn {
+            statements: vec![
+                Stmt::new("UPDATE app_notices SET expires_at = $1 WHERE id = $2")
+                    .bind(common::now_ms() - 1)
+                    .bind(&tx_id),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!t.notices_of(&tianxin).await.0.contains(&tx_id));
+
+    // Withdrawn: gone for staff, kept for the admin, final.
+    let uri = format!("/api/v1/notices/{city_id}");
+    let r = t.admin(&admin, Method::DELETE, &uri, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert!(t.notices_of(&furong).await.0.is_empty());
+    let r = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/app/staff/notices/{city_id}"),
+            Some(&furong),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.admin(&admin, Method::DELETE, &uri, None).await.json()["code"],
+        "notice_withdrawn"
+    );
+    let r = t
+        .admin(&admin, Method::PUT, &uri, Some(notice("再改", "430100")))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["code"], "notice_withdrawn");
+    let r = t
+        .admin(
+            &admin,
+            Method::GET,
+            "/api/v1/notices?status=withdrawn",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], city_id.as_str());
+    assert!(list[0]["withdrawn_at"].is_i64());
+    assert_eq!(
+        t.admin(&admin, Method::GET, "/api/v1/notices/nope", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Every change is audited with its caller.
+    let rows = Stmt::new(
+        "SELECT action FROM audit_log WHERE actor = $1 AND action LIKE 'notice.%' ORDER BY seq",
+    )
+    .bind(&admin.app_key)
+    .query()
+    .fetch_all(store.reader())
+    .await
+    .unwrap();
+    let actions: Vec<String> = rows.iter().map(|r| r.try_get("action").unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "notice.create",
+            "notice.create",
+            "notice.create",
+            "notice.update",
+            "notice.create",
+            "notice.withdraw"
+        ]
+    );
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn notice_input_is_checked_and_needs_admin() {
+    let t = T::start(|_| {}).await;
+    let admin = common::TestClient::full(&t.hub, "bureau-admin").await;
+    let reader = common::TestClient::create(&t.hub, "reader", &["read"], &["*"], &["*"]).await;
+    let post = |body: Value| {
+        let (t, admin) = (&t, &admin);
+        async move {
+            t.admin(admin, Method::POST, "/api/v1/notices", Some(body))
+                .await
+        }
+    };
+    let mut bad = notice("", "999999");
+    bad["level"] = json!("loud");
+    let r = post(bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_error_body(
+        "bad notice",
+        &r.json(),
+        "validation_failed",
+        &[
+            ("title", "required"),
+            ("level", "invalid_value"),
+            ("audience_division", "unknown_code"),
+        ],
+    );
+    let r = post(notice(&"长".repeat(101), "4301")).await;
+    assert_error_body(
+        "too long",
+        &r.json(),
+        "validation_failed",
+        &[
+            ("title", "too_long"),
+            ("audience_division", "invalid_format"),
+        ],
+    );
+    let mut bad = notice("标题", "430100");
+    bad["body"] = json!("字".repeat(5001));
+    bad["roles"] = json!(["ok", "no way"]);
+    bad["expires_at"] = json!(1_000);
+    let r = post(bad).await;
+    assert_error_body(
+        "body and roles",
+        &r.json(),
+        "validation_failed",
+        &[
+            ("body", "too_long"),
+            ("roles[1]", "invalid_format"),
+            ("expires_at", "before_publish"),
+        ],
+    );
+    // A missing field or an unknown one is named by the JSON extractor.
+    let r = post(json!({"title": "标题", "audience_division": "430100"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    // Nothing was stored.
+    let r = t.admin(&admin, Method::GET, "/api/v1/notices", None).await;
+    assert_eq!(r.json(), json!([]));
+
+    // A client without `admin` can neither write nor list; unsigned calls are refused.
+    let r = t
+        .admin(
+            &reader,
+            Method::POST,
+            "/api/v1/notices",
+            Some(notice("标题", "430100")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(r.json()["code"], "auth_scope_denied");
+    let r = t.admin(&reader, Method::GET, "/api/v1/notices", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/notices",
+            None,
+            Some(notice("标题", "430100")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // A staff token does not open the admin routes.
+    let tok = t.staff("u-1", "430100", None);
+    let r = t
+        .call(Method::GET, "/api/v1/notices", Some(&tok), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A login from `peer` carrying `forwarded` as X-Forwarded-For.
+async fn login_via(t: &T, peer: &str, forwarded: Option<&str>, i: u64) -> StatusCode {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/app/public/login")
+        .header("content-type", "application/json");
+    if let Some(f) = forwarded {
+        req = req.header("x-forwarded-for", f);
+    }
+    let mut req = req
+        .body(Body::from(
+            serde_json::to_vec(&json!({"mobile": sample_mobile(300 + i), "password": "whatever1"}))
+                .unwrap(),
+        ))
+        .unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    common::send(&t.app, req).await.status
+}
+
+#[tokio::test]
+async fn per_ip_limit_keys_on_the_forwarded_client_behind_a_trusted_proxy() {
+    let t = T::start(|c| {
+        c.app.per_ip_per_minute = 2;
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = "127.0.0.1:40000";
+    let mut a = Vec::new();
+    for i in 0..3 {
+        // The client's own (spoofed) first hop is ignored: the proxy appended the real one.
+        a.push(login_via(&t, proxy, Some("6.6.6.6, 198.51.100.1"), i).await);
+    }
+    assert_eq!(
+        a,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(
+        login_via(&t, proxy, Some("198.51.100.2"), 10).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // An untrusted peer cannot pick a bucket with the header.
+    let mut b = Vec::new();
+    for i in 0..3 {
+        let spoof = format!("203.0.113.{i}");
+        b.push(login_via(&t, "192.0.2.9:5000", Some(&spoof), 20 + i).await);
+    }
+    assert_eq!(
+        b,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+
+    // The audit's remote address names the forwarded client and the proxy.
+    let mut req = Request::builder()
+        .uri("/api/v1/petitions")
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(
+        proxy.parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    assert_eq!(
+        common::send(&t.app, req).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let row =
+        Stmt::new("SELECT remote FROM audit_log WHERE action = 'auth.failed' ORDER BY seq DESC")
+            .query()
+            .fetch_one(t.hub.state.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(
+        row.try_get::<String, _>("remote").unwrap(),
+        "198.51.100.7 via 127.0.0.1:40000"
+    );
+    t.hub.shutdown(Duration::from_secs(5)).await;
+}

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod connectors;
 pub mod dispatch;
+pub mod notices;
 pub mod ops;
 pub mod records;
 pub mod sms;
@@ -92,6 +93,14 @@ pub fn routes() -> Router<AppState> {
             axum::routing::put(dispatch::update_rule).delete(dispatch::delete_rule),
         )
         .route("/api/v1/duplicates", get(dispatch::duplicates))
+        // Staff notices of the Xiangyiban app (issue 9).
+        .route("/api/v1/notices", get(notices::list).post(notices::create))
+        .route(
+            "/api/v1/notices/{id}",
+            get(notices::get)
+                .put(notices::update)
+                .delete(notices::withdraw),
+        )
         .route("/admin/messages/{id}/trail", get(admin::trail))
         .route("/admin/dead-letters", get(admin::dead_letters))
         .route("/admin/dead-letters/{id}/replay", post(admin::replay))
@@ -169,6 +178,11 @@ pub fn routes() -> Router<AppState> {
         dispatch::update_rule,
         dispatch::delete_rule,
         dispatch::duplicates,
+        notices::list,
+        notices::get,
+        notices::create,
+        notices::update,
+        notices::withdraw,
         crate::excel::api::template,
         crate::excel::api::upload,
         crate::excel::api::job,
@@ -186,6 +200,8 @@ pub fn routes() -> Router<AppState> {
         crate::mobile::staff::my_follows,
         crate::mobile::staff::messages,
         crate::mobile::staff::alerts,
+        crate::mobile::staff::notices,
+        crate::mobile::staff::notice,
         crate::mobile::public::regions,
         crate::mobile::public::send_code,
         crate::mobile::public::register,
@@ -206,6 +222,7 @@ pub fn routes() -> Router<AppState> {
         (name = "admin", description = "Message trail, dead letters, import errors, routing table"),
         (name = "sms", description = "SMS log and status, templates, the gateway's delivery-report callback (scope `write_back`)"),
         (name = "warning", description = "Word lists, record tags, alerts and their graded flow"),
+        (name = "notices", description = "Staff notices (通知公告) of the Xiangyiban app: create, update, withdraw, list (scope `admin`)"),
         (name = "dispatch", description = "Role holders, auto-assignment rules, duplicate candidates"),
         (name = "exchange", description = "Standard exchange packages: zip of header, data files, manifest (SM3 and SHA-256 of each file, next cursor) and HMAC-SM3 signature (scopes `export`, `import`)"),
         (name = "excel", description = "Excel templates, imports with error reports, exports (scopes `import`, `export`)"),

@@ -76,12 +76,11 @@ impl Guard {
     }
 }
 
-/// The client's IP: the peer address the server recorded (forwarding headers are not trusted:
-/// a client could pick its own bucket with them).
+/// The client's IP as `crate::client_ip` resolved it: the peer address, or behind a trusted
+/// proxy (`[server] trusted_proxies`) the forwarded client. A forwarding header from any other
+/// peer is ignored: a client could pick its own bucket with it.
 pub fn client_ip(ext: &axum::http::Extensions, _headers: &HeaderMap) -> String {
-    let peer = crate::auth::remote_of(ext);
-    match peer.rsplit_once(':') {
-        Some((ip, _port)) => ip.to_owned(),
-        None => peer,
-    }
+    crate::client_ip::client_of(ext)
+        .map(|c| c.ip.to_string())
+        .unwrap_or_default()
 }

@@ -15,6 +15,7 @@
 pub mod files;
 pub mod guard;
 pub mod jwt;
+pub mod notices;
 pub mod public;
 pub mod qr;
 pub mod staff;
@@ -132,6 +133,8 @@ pub struct AppChannel {
     pub guard: guard::Guard,
     /// Where sealed attachment files live.
     pub attachments_dir: PathBuf,
+    /// Staff users already written to the notice recipients' directory by this process.
+    pub staff_seen: notices::SeenStaff,
 }
 
 impl AppChannel {
@@ -147,12 +150,14 @@ impl AppChannel {
             jwks: jwt::JwksCache::new(config),
             guard: guard::Guard::new(config),
             attachments_dir,
+            staff_seen: Default::default(),
         })
     }
 }
 
 /// Starts the push connector (`notification.requested` -> app message service) when
-/// `[app.push] url` is set; otherwise notifications wait in their durable queue.
+/// `[app.push] url` is set; otherwise notifications wait in their durable queue. Starts the
+/// sweeper publishing scheduled notices either way.
 pub fn start_push(
     config: &crate::config::Config,
     store: &xfhub_store::Store,
@@ -161,6 +166,8 @@ pub fn start_push(
     stop: &tokio_util::sync::CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
+    // Scheduled notices are published (queued for push) whether or not the service is set.
+    tasks.spawn(notices::run_sweeper(store.clone(), stop.clone()));
     let Some(push) = xfhub_connectors::xiangyiban::PushConnector::new(
         store.clone(),
         &config.app.push,
@@ -203,6 +210,8 @@ pub fn routes(config: &AppConfig) -> Router<AppState> {
         )
         .route("/api/v1/app/staff/alerts", get(staff::alerts))
         .route("/api/v1/app/staff/messages", get(staff::messages))
+        .route("/api/v1/app/staff/notices", get(staff::notices))
+        .route("/api/v1/app/staff/notices/{id}", get(staff::notice))
         .route("/api/v1/app/public/regions", get(public::regions))
         .route("/api/v1/app/public/sms-codes", post(public::send_code))
         .route("/api/v1/app/public/register", post(public::register))

@@ -1,6 +1,7 @@
 //! The staff mobile API (spec 5.1.5.3.2-1): profile, tracking lists of acceptance, handling and
 //! resolution (in progress, near deadline, overdue, reflowed) with drill-down to the petition,
-//! its process events and its materials; approvals (approve, comment), follows and alerts.
+//! its process events and its materials; approvals (approve, comment), follows, alerts and
+//! notices (通知公告, written by the bureau over the admin API, see [`super::notices`]).
 //!
 //! Every call carries a staff JWT; a user sees only records whose division lies in the
 //! jurisdiction of their organisation (`org_division`). A record outside it answers
@@ -20,6 +21,7 @@ use xfhub_security::pii::{self, DocKind};
 use xfhub_store::{now_ms, AuditDraft, RecordKind, Stmt, Txn};
 
 use super::jwt::{scope_prefix, StaffClaims};
+use super::notices;
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -31,7 +33,10 @@ fn store_err(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn claims(s: &AppState, headers: &HeaderMap) -> Result<StaffClaims, ApiError> {
-    s.app.jwks.verify_headers(headers).await
+    let c = s.app.jwks.verify_headers(headers).await?;
+    // The notice push needs to know who uses the app (first sight or a changed org or role).
+    notices::note_staff(&s.store, &s.app.staff_seen, &c).await;
+    Ok(c)
 }
 
 fn today() -> NaiveDate {
@@ -476,4 +481,140 @@ pub async fn alerts(
         }));
     }
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NoticeParams {
+    /// At most this many (1 to 100, default 20).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Skip this many (paging; default 0).
+    #[serde(default)]
+    pub offset: Option<u32>,
+}
+
+fn notice_json(r: &sqlx::any::AnyRow, full: bool) -> Result<Value, ApiError> {
+    let body: String = r.try_get("body").map_err(store_err)?;
+    let read_at = r.try_get::<Option<i64>, _>("read_at").map_err(store_err)?;
+    let mut v = json!({
+        "id": r.try_get::<String, _>("id").map_err(store_err)?,
+        "title": r.try_get::<String, _>("title").map_err(store_err)?,
+        "level": r.try_get::<String, _>("level").map_err(store_err)?,
+        "audience_division": r.try_get::<String, _>("audience_division").map_err(store_err)?,
+        "publish_at": r.try_get::<i64, _>("publish_at").map_err(store_err)?,
+        "expires_at": r.try_get::<Option<i64>, _>("expires_at").map_err(store_err)?,
+        "unread": read_at.is_none(),
+        "read_at": read_at,
+    });
+    if full {
+        v["body"] = json!(body);
+    } else {
+        v["summary"] = json!(body.chars().take(60).collect::<String>());
+    }
+    Ok(v)
+}
+
+const NOTICE_COLUMNS: &str =
+    "n.id, n.title, n.body, n.level, n.audience_division, n.publish_at, n.expires_at, r.read_at";
+
+/// `GET /api/v1/app/staff/notices?limit&offset`: the notices published for my organisation and
+/// roles, not expired nor withdrawn, newest first, each with my unread flag.
+#[utoipa::path(get, path = "/api/v1/app/staff/notices", tag = "app", security(("staff_jwt" = [])), params(NoticeParams), responses((status = 200, description = "{total, unread, items: [{id, title, summary, level, audience_division, publish_at, expires_at, unread, read_at}]}"), (status = 400, description = "invalid_parameter", body = crate::error::ErrorBody), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody)))]
+pub async fn notices(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NoticeParams>,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_param(
+            "limit",
+            "must be between 1 and 100",
+            "必须在 1 到 100 之间",
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let (cond, mut args) = notices::visible_to(&c, now_ms());
+    let from =
+        "FROM app_notices n LEFT JOIN app_notice_reads r ON r.notice_id = n.id AND r.user_id = $1";
+    let counts = notices::stmt_of(
+        format!("SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN r.read_at IS NULL THEN 1 ELSE 0 END), 0) AS unread {from} WHERE {cond}"),
+        &args,
+    )
+    .query()
+    .fetch_one(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let total: i64 = counts.try_get("total").map_err(store_err)?;
+    let unread: i64 = counts.try_get("unread").map_err(store_err)?;
+    let n = args.len();
+    args.push(json!(i64::from(limit)));
+    args.push(json!(i64::from(offset)));
+    let rows = notices::stmt_of(
+        format!(
+            "SELECT {NOTICE_COLUMNS} {from} WHERE {cond} ORDER BY n.publish_at DESC, n.id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        ),
+        &args,
+    )
+    .query()
+    .fetch_all(s.store.reader())
+    .await
+    .map_err(store_err)?;
+    let items = rows
+        .iter()
+        .map(|r| notice_json(r, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(
+        json!({ "total": total, "unread": unread, "items": items }),
+    ))
+}
+
+/// `GET /api/v1/app/staff/notices/{id}`: one notice, which is then read for me. A notice not
+/// meant for me (other division or roles, not yet published, expired, withdrawn) answers
+/// `not_found`, like a missing one.
+#[utoipa::path(get, path = "/api/v1/app/staff/notices/{id}", tag = "app", security(("staff_jwt" = [])), params(("id" = String, Path)), responses((status = 200, description = "{id, title, body, level, audience_division, publish_at, expires_at, unread: false, read_at}"), (status = 401, description = "auth_token_*", body = crate::error::ErrorBody), (status = 404, description = "not_found (also not meant for me)", body = crate::error::ErrorBody)))]
+pub async fn notice(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let c = claims(&s, &headers).await?;
+    let now = now_ms();
+    let (cond, mut args) = notices::visible_to(&c, now);
+    args.push(json!(id));
+    let row = notices::stmt_of(
+        format!(
+            "SELECT {NOTICE_COLUMNS} FROM app_notices n LEFT JOIN app_notice_reads r ON r.notice_id = n.id AND r.user_id = $1 WHERE {cond} AND n.id = ${}",
+            args.len()
+        ),
+        &args,
+    )
+    .query()
+    .fetch_optional(s.store.reader())
+    .await
+    .map_err(store_err)?
+    .ok_or_else(|| ApiError::not_found("notice"))?;
+    let mut v = notice_json(&row, true)?;
+    if v["read_at"].is_null() {
+        s.store
+            .transact(Txn {
+                statements: vec![Stmt::new(
+                    "INSERT INTO app_notice_reads (notice_id, user_id, read_at) VALUES ($1, $2, $3) ON CONFLICT (notice_id, user_id) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(&c.sub)
+                .bind(now)],
+                ..Default::default()
+            })
+            .await
+            .map_err(store_err)?;
+        v["read_at"] = json!(now);
+        v["unread"] = json!(false);
+    }
+    Ok(Json(v))
 }
