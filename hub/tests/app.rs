@@ -1255,7 +1255,17 @@ async fn notification_recipients(t: &T, notice_id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn staff_notices_by_audience_roles_time_and_withdrawal() {
-    let t = T::start(|_| {}).await;
+    notices_flow(T::start(|_| {}).await).await;
+}
+
+#[tokio::test]
+async fn staff_notices_on_postgresql() {
+    let (name, url) = pg_database().await;
+    notices_flow(T::start(move |c| c.database_url = Some(url)).await).await;
+    drop_pg_database(&name).await;
+}
+
+async fn notices_flow(t: T) {
     let admin = common::TestClient::full(&t.hub, "bureau-admin").await;
     let furong = t.staff_roles("u-fr", "430102", &["handler"]);
     let tianxin = t.staff_roles("u-tx", "430103", &["handler"]);
@@ -1301,7 +1311,7 @@ async fn staff_notices_by_audience_roles_time_and_withdrawal() {
     let tx_id = r.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(notification_recipients(&t, &tx_id).await, ["u-tx"]);
 
-    // For leaders only (a role is matched whole: `handler_x` is not `handler`).
+    // For leaders only.
     let mut body = notice("领导批示事项督办", "430100");
     body["roles"] = json!(["leader"]);
     body["level"] = json!("urgent");
