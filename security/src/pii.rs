@@ -121,23 +121,71 @@ pub fn seal_document(ring: &KeyRing, kind: DocKind, doc: &mut Value) -> Vec<Blin
 /// Opens every sealed personal value in place; clear values are left as they are. On error
 /// (unknown key, tampered or malformed value) the document is unchanged.
 pub fn open_document(ring: &KeyRing, kind: DocKind, doc: &mut Value) -> Result<(), SealError> {
-    let mut copy = doc.clone();
+    // Two passes instead of working on a copy (a copy of the whole document per record was a
+    // measurable share of an export): open every sealed value first, change nothing unless all
+    // of them opened. `for_each_pii` visits the same values in the same order both times.
+    let mut opened = Vec::new();
     let mut result = Ok(());
-    for_each_pii(kind, &mut copy, |_, v| {
+    for_each_pii(kind, doc, |_, v| {
         if result.is_err() {
             return;
         }
         if let Value::String(s) = v {
             if s.starts_with("enc:") {
                 match ring.open(s) {
-                    Ok(clear) => *v = Value::String(clear),
+                    Ok(clear) => opened.push(clear),
                     Err(e) => result = Err(e),
                 }
             }
         }
     });
     result?;
-    *doc = copy;
+    let mut opened = opened.into_iter();
+    for_each_pii(kind, doc, |_, v| {
+        if matches!(v, Value::String(s) if s.starts_with("enc:")) {
+            if let Some(clear) = opened.next() {
+                *v = Value::String(clear);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Which personal value a typed slot holds (for [`open_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// An identity number (masked with [`mask_id_number`]).
+    IdNumber,
+    /// A mobile or phone number (masked with [`mask_phone`]).
+    Phone,
+}
+
+/// The typed form of [`open_document`] followed by [`mask_document`] for one slot of a
+/// document already deserialised into its canonical type (an export converts a million records:
+/// going through `serde_json::Value` and back cost a third of its time). A sealed value is
+/// opened; with `mask`, the clear value is then masked as `mask_document` does. An empty value
+/// is left alone.
+pub fn open_slot(
+    ring: &KeyRing,
+    slot: Slot,
+    value: &mut Option<String>,
+    mask: bool,
+) -> Result<(), SealError> {
+    let Some(text) = value.as_mut() else {
+        return Ok(());
+    };
+    if text.is_empty() {
+        return Ok(());
+    }
+    if text.starts_with("enc:") {
+        *text = ring.open(text)?;
+    }
+    if mask {
+        *text = match slot {
+            Slot::IdNumber => mask_id_number(text),
+            Slot::Phone => mask_phone(text),
+        };
+    }
     Ok(())
 }
 
