@@ -439,13 +439,20 @@ pub async fn read_state(
     }))
 }
 
-/// The statement advancing a connector's cursor, in the page's transaction.
-pub fn cursor_stmt(name: &str, cursor: &str, records: i64, rejected: i64, now: i64) -> Stmt {
+/// The statement advancing a connector's cursor over `pages` pages, in their transaction.
+pub fn cursor_stmt(
+    name: &str,
+    cursor: &str,
+    pages: i64,
+    records: i64,
+    rejected: i64,
+    now: i64,
+) -> Stmt {
     Stmt::new(
         "INSERT INTO connector_state (name, cursor, pages, records, rejected, last_success_at, updated_at) \
-         VALUES ($1, $2, 1, $3, $4, $5, $5) \
+         VALUES ($1, $2, $6, $3, $4, $5, $5) \
          ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, \
-         pages = connector_state.pages + 1, records = connector_state.records + excluded.records, \
+         pages = connector_state.pages + excluded.pages, records = connector_state.records + excluded.records, \
          rejected = connector_state.rejected + excluded.rejected, \
          last_success_at = excluded.last_success_at, updated_at = excluded.updated_at",
     )
@@ -454,6 +461,7 @@ pub fn cursor_stmt(name: &str, cursor: &str, records: i64, rejected: i64, now: i
     .bind(records)
     .bind(rejected)
     .bind(now)
+    .bind(pages)
 }
 
 fn error_stmt(name: &str, cursor: &str, error: &str, now: i64) -> Stmt {
@@ -551,34 +559,46 @@ pub struct PageOutcome {
     pub rejected: u64,
 }
 
-/// Commits a page: records, rejects, events and the new cursor in one transaction.
-pub async fn commit_page(
+/// Commits consecutive pages (at least one): their records, rejects and events and the cursor
+/// of the last one, in one transaction.
+pub async fn commit_pages(
     store: &Store,
     name: &str,
-    page: FetchedPage,
+    pages: Vec<FetchedPage>,
     ring: &KeyRing,
 ) -> Result<PageOutcome, xfhub_store::StoreError> {
     let now = xfhub_store::now_ms();
     let mut txn = Txn::default();
     let mut events = Vec::new();
     let mut rejects: Vec<Reject> = Vec::new();
-    for p in page.records {
-        match p {
-            Prepared::Record { item, events: ev } => {
-                txn.ingests.push(*item);
-                events.extend(ev);
-            }
-            Prepared::Reject(r) => {
-                // A record repeated within the page is one import error.
-                if r.source_ref.is_none() || !rejects.iter().any(|x| x.source_ref == r.source_ref) {
-                    rejects.push(r);
+    let page_count = pages.len() as i64;
+    let mut next_cursor = String::new();
+    for page in pages {
+        next_cursor = page.next_cursor;
+        for p in page.records {
+            match p {
+                Prepared::Record { item, events: ev } => {
+                    txn.ingests.push(*item);
+                    events.extend(ev);
+                }
+                Prepared::Reject(r) => {
+                    // A record repeated within the batch is one import error.
+                    if r.source_ref.is_none()
+                        || !rejects.iter().any(|x| x.source_ref == r.source_ref)
+                    {
+                        rejects.push(r);
+                    }
                 }
             }
         }
     }
     let refs: Vec<&ProcessEvent> = events.iter().collect();
-    if let Some(s) = events_stmt(&refs, now) {
-        txn.statements.push(s);
+    // One compound-SELECT term and six bind values per event: chunks keep each statement under
+    // SQLite's limits whatever the number of events.
+    for chunk in refs.chunks(EVENTS_PER_STATEMENT) {
+        if let Some(s) = events_stmt(chunk, now) {
+            txn.statements.push(s);
+        }
     }
     for r in &rejects {
         txn.statements.push(reject_stmt(name, r, ring, now));
@@ -586,7 +606,8 @@ pub async fn commit_page(
     let records = txn.ingests.len() as i64 + rejects.len() as i64;
     txn.statements.push(cursor_stmt(
         name,
-        &page.next_cursor,
+        &next_cursor,
+        page_count,
         records,
         rejects.len() as i64,
         now,
@@ -669,7 +690,11 @@ pub async fn run(
     tracing::info!(connector = name, cursor = %cursor, url = %s.url, "ConnectorStarted");
     let mut failures: u32 = 0;
     let mut half_open = false;
-    let mut ahead: Option<tokio::task::JoinHandle<Result<FetchedPage, FetchError>>> = None;
+    // Pages fetched (and mapped) ahead of the commits, from the committed cursor on.
+    let mut feed: Option<Feed> = None;
+    // A fetch result taken from the feed but not handled yet (an error found while gathering
+    // pages for a commit is handled after that commit).
+    let mut deferred: Option<Result<FetchedPage, FetchError>> = None;
     while !stop.is_cancelled() {
         connector.set(|st| {
             st.state = "pulling".to_owned();
@@ -680,34 +705,51 @@ pub async fn run(
             ring: ring(),
             tables: xfhub_schemas::CodeTables::embedded(),
         };
-        // The page after the cursor: fetched ahead while the previous page committed, or now.
-        let fetched = match ahead.take() {
-            Some(mut handle) => tokio::select! {
-                _ = stop.cancelled() => {
-                    handle.abort();
-                    break;
+        // A reloaded code map or a new key: pages fetched ahead with the old ones are dropped.
+        if feed.as_ref().is_some_and(|f| !f.uses(&cx)) {
+            feed = None;
+            deferred = None;
+        }
+        let fetched = match deferred.take() {
+            Some(r) => r,
+            None => {
+                let f = feed.get_or_insert_with(|| {
+                    Feed::start(connector.source().clone(), cursor.clone(), cx.clone())
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = f.rx.recv() => r.unwrap_or_else(|| Err(FetchError::Transient("the fetch task stopped".to_owned()))),
                 }
-                r = &mut handle => r.unwrap_or_else(|e| Err(FetchError::Transient(format!("fetch task failed: {e}")))),
-            },
-            None => tokio::select! {
-                _ = stop.cancelled() => break,
-                r = connector.source().fetch(&cursor, &cx) => r,
-            },
+            }
         };
         let error = match fetched {
             Ok(page) => {
-                let next = page.next_cursor.clone();
-                let has_more = page.has_more;
-                let n = page.records.len() as u64;
-                // Fetch (and map) the next page while this one commits; it is committed only
-                // after this one, and dropped if this one fails.
-                if has_more {
-                    let (source, after, cx) =
-                        (connector.source().clone(), next.clone(), cx.clone());
-                    ahead = Some(tokio::spawn(async move { source.fetch(&after, &cx).await }));
+                // Every page already fetched joins this commit, up to MAX_COMMIT_RECORDS: when
+                // the store is the slower side, commits grow and share their fixed cost (the
+                // sync to disk), and the cursor still moves only with what it covers.
+                let mut pages = vec![page];
+                let mut n = pages[0].records.len();
+                while pages.last().is_some_and(|p| p.has_more) && n < MAX_COMMIT_RECORDS {
+                    let Some(f) = feed.as_mut() else { break };
+                    match f.rx.try_recv() {
+                        Ok(Ok(p)) => {
+                            n += p.records.len();
+                            pages.push(p);
+                        }
+                        Ok(Err(e)) => {
+                            deferred = Some(Err(e));
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
+                let page_count = pages.len() as u64;
+                let n = n as u64;
+                let last = pages.last().expect("at least one page");
+                let next = last.next_cursor.clone();
+                let has_more = last.has_more;
                 // The commit is not raced against `stop`: once handed to the store it commits.
-                match commit_page(&store, name, page, &cx.ring).await {
+                match commit_pages(&store, name, pages, &cx.ring).await {
                     Ok(o) => {
                         if o.created + o.updated > 0 {
                             on_commit();
@@ -728,8 +770,8 @@ pub async fn run(
                                 "ConnectorRecordsRejected"
                             );
                         }
-                        tracing::debug!(connector = name, records = n, created = o.created, updated = o.updated,
-                            duplicates = o.duplicates, cursor = %next, "ConnectorPageCommitted");
+                        tracing::debug!(connector = name, pages = page_count, records = n, created = o.created, updated = o.updated,
+                            duplicates = o.duplicates, cursor = %next, "ConnectorPagesCommitted");
                         cursor = next;
                         failures = 0;
                         half_open = false;
@@ -740,7 +782,7 @@ pub async fn run(
                             st.breaker_open_until = None;
                             st.consecutive_failures = 0;
                             let c = &mut st.counts;
-                            c.pages += 1;
+                            c.pages += page_count;
                             c.records += n;
                             c.created += o.created;
                             c.updated += o.updated;
@@ -750,6 +792,8 @@ pub async fn run(
                             c.rejected += o.rejected;
                         });
                         if !has_more {
+                            // The feed ended with this page.
+                            feed = None;
                             connector.set(|st| st.state = "idle".to_owned());
                             if !pause(&stop, Duration::from_millis(s.interval_ms)).await {
                                 break;
@@ -758,9 +802,10 @@ pub async fn run(
                         continue;
                     }
                     Err(e) => {
-                        if let Some(h) = ahead.take() {
-                            h.abort();
-                        }
+                        // What was fetched after the failed pages is fetched again from the
+                        // committed cursor.
+                        feed = None;
+                        deferred = None;
                         format!("store: {e}")
                     }
                 }
@@ -769,6 +814,7 @@ pub async fn run(
                 retry_after,
                 detail,
             }) => {
+                feed = None;
                 tracing::info!(connector = name, retry_after_ms = retry_after.as_millis() as u64, %detail, "ConnectorRateLimited");
                 connector.set(|st| {
                     st.state = "rate_limited".to_owned();
@@ -780,7 +826,10 @@ pub async fn run(
                 }
                 continue;
             }
-            Err(FetchError::Transient(e)) => e,
+            Err(FetchError::Transient(e)) => {
+                feed = None;
+                e
+            }
         };
         failures += 1;
         let now = xfhub_store::now_ms();
@@ -833,11 +882,69 @@ pub async fn run(
             );
         }
     }
-    if let Some(h) = ahead.take() {
-        h.abort();
-    }
+    drop(feed);
     connector.set(|st| st.state = "stopped".to_owned());
     tracing::info!(connector = name, "ConnectorStopped");
+}
+
+/// Most records in one commit of pulled pages.
+const MAX_COMMIT_RECORDS: usize = 1_000;
+/// Pages fetched ahead of the commits at most.
+const FEED_PAGES: usize = 4;
+/// Process events per insert statement: each event is one term of a compound `SELECT`, and
+/// SQLite refuses more than 500 terms (`SQLITE_MAX_COMPOUND_SELECT`).
+const EVENTS_PER_STATEMENT: usize = 400;
+
+/// A task fetching pages one after the other from a cursor, ahead of the commits: it stops
+/// after a page without more, after a failed fetch, or when dropped (the task is aborted).
+/// Nothing it fetched counts until committed; dropping it loses nothing, the pages are
+/// fetched again from the committed cursor.
+struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Result<FetchedPage, FetchError>>,
+    task: tokio::task::JoinHandle<()>,
+    map: Arc<CodeMap>,
+    ring: Arc<KeyRing>,
+}
+
+impl Feed {
+    fn start(source: Arc<dyn PullSource>, cursor: String, cx: MapContext) -> Feed {
+        let (tx, rx) = tokio::sync::mpsc::channel(FEED_PAGES);
+        let (map, ring) = (cx.map.clone(), cx.ring.clone());
+        let task = tokio::spawn(async move {
+            let mut cursor = cursor;
+            loop {
+                let r = source.fetch(&cursor, &cx).await;
+                let next = match &r {
+                    Ok(p) if p.has_more => Some(p.next_cursor.clone()),
+                    _ => None,
+                };
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(c) => cursor = c,
+                    None => return,
+                }
+            }
+        });
+        Feed {
+            rx,
+            task,
+            map,
+            ring,
+        }
+    }
+
+    /// Whether the pages are mapped with this context's code map and key.
+    fn uses(&self, cx: &MapContext) -> bool {
+        Arc::ptr_eq(&self.map, &cx.map) && Arc::ptr_eq(&self.ring, &cx.ring)
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Result of reprocessing one import error.

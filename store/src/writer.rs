@@ -1776,8 +1776,23 @@ impl Store {
 
 /// Runs one caller-written statement in the writer's transaction.
 async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
-    let mut q = sqlx::query(stmt.sql());
-    for a in stmt.args() {
+    // A feature's statement may carry hundreds of `$N` placeholders (the process events of a
+    // pulled page: six per event); on SQLite those become anonymous `?`, bound by position.
+    let positional = (stmt.args().len() > POSITIONAL_FROM
+        && ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false))
+    .then(|| to_positional(stmt.sql()))
+    .flatten();
+    let (sql, order): (&str, Vec<usize>) = match &positional {
+        Some((sql, order)) => (sql, order.clone()),
+        None => (stmt.sql(), (1..=stmt.args().len()).collect()),
+    };
+    let mut q = sqlx::query(sql);
+    for n in order {
+        let Some(a) = stmt.args().get(n - 1) else {
+            return Err(crate::StoreError::Database(format!(
+                "statement placeholder ${n} has no bound value"
+            )));
+        };
         q = match a {
             SqlValue::Int(v) => q.bind(*v),
             SqlValue::Real(v) => q.bind(*v),
@@ -1785,6 +1800,57 @@ async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
         };
     }
     Ok(q.execute(&mut **tx).await?.rows_affected())
+}
+
+/// Statements with more bind values than this are rewritten to anonymous placeholders on
+/// SQLite (below it the named lookup costs nothing worth a rewrite).
+const POSITIONAL_FROM: usize = 16;
+
+/// Rewrites `$N` placeholders to `?` and returns the 1-based argument number of each `?` in
+/// order (a placeholder used twice binds its value twice). SQLite resolves a named parameter
+/// by a linear search of the statement's parameter list for every bind, quadratic in a
+/// statement with thousands of them; anonymous ones are bound by position. Text inside quotes
+/// is left alone. `None` when the statement has no `$N` to rewrite.
+fn to_positional(sql: &str) -> Option<(String, Vec<usize>)> {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut order = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'$' => {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                if digits > 0 {
+                    let n: usize = sql[i + 1..i + 1 + digits].parse().ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    out.push_str(&sql[copied..i]);
+                    out.push('?');
+                    order.push(n);
+                    i += 1 + digits;
+                    copied = i;
+                    continue;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    if order.is_empty() {
+        return None;
+    }
+    out.push_str(&sql[copied..]);
+    Some((out, order))
 }
 
 /// Applies the parts of a [`Txn`] in order; an error fails the whole of it.
@@ -1821,4 +1887,30 @@ async fn apply_txn(tx: &mut Tx, txn: &Txn, state: &mut WriterState) -> Result<Tx
 
 fn lock(m: &Mutex<NonceCache>) -> MutexGuard<'_, NonceCache> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_positional;
+
+    #[test]
+    fn named_placeholders_become_positional_in_order_of_use() {
+        let (sql, order) =
+            to_positional("INSERT INTO t (a, b, c) SELECT $2, $1, $2 WHERE x = $10").unwrap();
+        assert_eq!(sql, "INSERT INTO t (a, b, c) SELECT ?, ?, ? WHERE x = ?");
+        assert_eq!(order, vec![2, 1, 2, 10]);
+    }
+
+    #[test]
+    fn quoted_text_and_bare_dollars_are_left_alone() {
+        let (sql, order) =
+            to_positional("SELECT '$1 it''s $2', \"$3\", $ , $4 FROM t WHERE a = $1").unwrap();
+        assert_eq!(
+            sql,
+            "SELECT '$1 it''s $2', \"$3\", $ , ? FROM t WHERE a = ?"
+        );
+        assert_eq!(order, vec![4, 1]);
+        assert_eq!(to_positional("SELECT 1"), None);
+        assert_eq!(to_positional("SELECT $0"), None);
+    }
 }
