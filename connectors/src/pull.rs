@@ -1043,6 +1043,78 @@ pub async fn reprocess_one(
 mod tests {
     use super::*;
 
+    /// Pages gathered into one commit may carry more process events than SQLite takes terms
+    /// in one compound SELECT (500): they are inserted in chunks, and the cursor counts every
+    /// page of the commit.
+    #[tokio::test]
+    async fn a_commit_of_many_pages_stores_every_event_and_counts_its_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(xfhub_store::StoreOptions::new(format!(
+            "sqlite://{}/x.db",
+            dir.path().display()
+        )))
+        .await
+        .unwrap();
+        let ring = KeyRing::generate();
+        let tables = xfhub_schemas::CodeTables::embedded();
+        let now = Utc::now();
+        let page = |k: u64, events: usize| {
+            let p =
+                xfhub_schemas::validate_petition(xfhub_schemas::sample_petition(k), tables, now)
+                    .unwrap();
+            let base = p.acceptance.registered_at;
+            let events = (0..events)
+                .map(|i| ProcessEvent {
+                    petition_source: p.source.clone(),
+                    kind: xfhub_schemas::ProcessEventKind::Transferred,
+                    occurred_at: base + chrono::Duration::seconds(i as i64 + 1),
+                    org: None,
+                    target_org: None,
+                    note: None,
+                })
+                .collect();
+            FetchedPage {
+                records: vec![Prepared::Record {
+                    item: Box::new(xfhub_store::intake::petition_item(&p, &ring).unwrap()),
+                    events,
+                }],
+                next_cursor: format!("c{k}"),
+                has_more: true,
+            }
+        };
+        let pages = vec![page(1, 700), page(2, 700)];
+        let o = commit_pages(&store, "provincial", pages, &ring)
+            .await
+            .unwrap();
+        assert_eq!(o.created, 2);
+        let count = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                let row = Stmt::new(sql)
+                    .query()
+                    .fetch_one(store.reader())
+                    .await
+                    .unwrap();
+                row.try_get::<i64, _>(0).unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM process_events").await, 1400);
+        let state = read_state(&store, "provincial").await.unwrap().unwrap();
+        assert_eq!(state.cursor, "c2");
+        assert_eq!(state.totals.pages, 2);
+        assert_eq!(state.totals.records, 2);
+        // The same pages again: nothing twice.
+        let pages = vec![page(1, 700), page(2, 700), page(3, 0)];
+        let o = commit_pages(&store, "provincial", pages, &ring)
+            .await
+            .unwrap();
+        assert_eq!((o.created, o.duplicates), (1, 2));
+        assert_eq!(count("SELECT COUNT(*) FROM process_events").await, 1400);
+        let state = read_state(&store, "provincial").await.unwrap().unwrap();
+        assert_eq!((state.cursor.as_str(), state.totals.pages), ("c3", 5));
+        store.close().await;
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
         for failures in 1..40 {
