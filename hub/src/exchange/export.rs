@@ -554,7 +554,10 @@ mod tests {
             pii::seal_document(&ring, DocKind::Petition, &mut stored);
             let body = stored.to_string();
             if k % 15 != 0 {
-                assert!(body.contains("enc:"), "k={k}: the sample must carry sealed values");
+                assert!(
+                    body.contains("enc:"),
+                    "k={k}: the sample must carry sealed values"
+                );
             }
             for mask in [false, true] {
                 let want: Petition =
