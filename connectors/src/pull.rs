@@ -890,7 +890,7 @@ pub async fn run(
 /// Most records in one commit of pulled pages.
 const MAX_COMMIT_RECORDS: usize = 1_000;
 /// Pages fetched ahead of the commits at most.
-const FEED_PAGES: usize = 4;
+const FEED_PAGES: usize = 6;
 /// Process events per insert statement: each event is one term of a compound `SELECT`, and
 /// SQLite refuses more than 500 terms (`SQLITE_MAX_COMPOUND_SELECT`).
 const EVENTS_PER_STATEMENT: usize = 400;

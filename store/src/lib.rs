@@ -124,7 +124,7 @@ fn backend_of(url: &str) -> Result<Backend> {
 }
 
 /// SQLite page cache of the writer's connection, KiB.
-const WRITER_CACHE_KIB: u32 = 16 * 1024;
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// SQLite page cache of each read connection, KiB.
 const READER_CACHE_KIB: u32 = 1024;
 
