@@ -106,14 +106,7 @@ pub async fn create(
     let now = now_ms();
     let n = notices::check(&input, s.tables, now, None).map_err(invalid)?;
     let id = uuid::Uuid::now_v7().to_string();
-    let (publish, pushed_at) = if n.due(now) {
-        let m = notices::push_messages(&s.store, &id, &n)
-            .await
-            .map_err(read_err)?;
-        (m, Some(now))
-    } else {
-        (Vec::new(), None)
-    };
+    let (publish, pushed_at) = push_if_due(&s, &id, &n, false, now).await?;
     let statements = notices::insert_stmts(&id, &n, &caller.app_key, now, pushed_at);
     commit(
         &s,
@@ -127,6 +120,24 @@ pub async fn create(
     .await?;
     s.relay.notify();
     Ok((StatusCode::CREATED, Json(by_id(&s, &id).await?)))
+}
+
+/// The push messages of a notice not pushed yet that is due now, and the push time to store
+/// with it; nothing otherwise.
+async fn push_if_due(
+    s: &AppState,
+    id: &str,
+    n: &notices::Checked,
+    pushed: bool,
+    now: i64,
+) -> Result<(Vec<xfhub_schemas::Envelope<serde_json::Value>>, Option<i64>), ApiError> {
+    if pushed || !n.due(now) {
+        return Ok((Vec::new(), None));
+    }
+    let m = notices::push_messages(&s.store, id, n)
+        .await
+        .map_err(read_err)?;
+    Ok((m, Some(now)))
 }
 
 fn withdrawn() -> ApiError {
@@ -158,14 +169,7 @@ pub async fn update(
     }
     let now = now_ms();
     let n = notices::check(&input, s.tables, now, Some(old.publish_at)).map_err(invalid)?;
-    let (publish, pushed_at) = if old.pushed_at.is_none() && n.due(now) {
-        let m = notices::push_messages(&s.store, &id, &n)
-            .await
-            .map_err(read_err)?;
-        (m, Some(now))
-    } else {
-        (Vec::new(), None)
-    };
+    let (publish, pushed_at) = push_if_due(&s, &id, &n, old.pushed_at.is_some(), now).await?;
     let out = commit(
         &s,
         &caller,
