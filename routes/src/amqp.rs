@@ -63,7 +63,7 @@ use tokio_util::sync::CancellationToken;
 use xfhub_store::{now_ms, OutboxRow, Stmt, Store, Txn};
 
 use crate::table::{RouteTable, TableHandle};
-use crate::{Bus, BusError, Delivery, Settlement};
+use crate::{Bus, BusError, Delivery, PublishTail, Settlement};
 
 /// Header carrying the attempts a message had before it went through a retry queue.
 const ATTEMPTS_HEADER: &str = "x-xfhub-attempts";
@@ -889,8 +889,12 @@ fn message_id_of(props: &BasicProperties, raw: &str) -> String {
 #[async_trait]
 impl Bus for AmqpBus {
     async fn publish(&self, rows: Vec<OutboxRow>) -> Result<(), BusError> {
+        self.start_publish(rows).await?.await
+    }
+
+    async fn start_publish(&self, rows: Vec<OutboxRow>) -> Result<PublishTail, BusError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Box::pin(std::future::ready(Ok(()))));
         }
         let ch = self.publisher().await?;
         let table = self.inner.table.current();
@@ -933,28 +937,33 @@ impl Bus for AmqpBus {
                 published += 1;
             }
         }
-        if let Err(e) = await_confirms(confirms).await {
-            // A returned message means a queue is missing: declare again next time.
-            self.inner.declared.lock().expect("declared lock").clear();
-            return Err(e);
-        }
-        // Integers only: formatting them into the statement cannot inject anything.
-        let seqs: Vec<String> = rows.iter().map(|r| r.seq.to_string()).collect();
-        let mut statements = vec![Stmt::new(format!(
-            "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
-            seqs.join(",")
-        ))
-        .bind(now_ms())];
-        statements.extend(trail.into_stmts());
-        self.inner
-            .store
-            .transact(Txn {
-                statements,
-                ..Default::default()
-            })
-            .await?;
-        metrics::counter!("xfhub_bus_published_total", "bus" => "amqp").increment(published);
-        Ok(())
+        // Every message is on the channel, in order; the confirms and the bookkeeping are the
+        // tail the relay overlaps with its next batch.
+        let bus = self.clone();
+        Ok(Box::pin(async move {
+            if let Err(e) = await_confirms(confirms).await {
+                // A returned message means a queue is missing: declare again next time.
+                bus.inner.declared.lock().expect("declared lock").clear();
+                return Err(e);
+            }
+            // Integers only: formatting them into the statement cannot inject anything.
+            let seqs: Vec<String> = rows.iter().map(|r| r.seq.to_string()).collect();
+            let mut statements = vec![Stmt::new(format!(
+                "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
+                seqs.join(",")
+            ))
+            .bind(now_ms())];
+            statements.extend(trail.into_stmts());
+            bus.inner
+                .store
+                .transact(Txn {
+                    statements,
+                    ..Default::default()
+                })
+                .await?;
+            metrics::counter!("xfhub_bus_published_total", "bus" => "amqp").increment(published);
+            Ok(())
+        }))
     }
 
     async fn consume(

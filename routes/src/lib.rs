@@ -77,6 +77,11 @@ pub enum Settlement {
     DeadLetter { reason: String },
 }
 
+/// What is left of a publish once its messages are handed to the bus: see
+/// [`Bus::start_publish`].
+pub type PublishTail =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BusError>> + Send + 'static>>;
+
 /// A message bus. Implementations: [`EmbeddedBus`] (durable queues in the store) and
 /// [`AmqpBus`] (RabbitMQ).
 #[async_trait]
@@ -84,6 +89,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes outbox rows; returns once every row is durably held by the bus (stored, or
     /// confirmed by the broker). The relay marks rows sent only after this returns.
     async fn publish(&self, rows: Vec<OutboxRow>) -> Result<(), BusError>;
+
+    /// Starts publishing `rows`: returns once every message has been handed to the bus, in
+    /// order, with the rest of the work ([`PublishTail`]: waiting until the bus durably holds
+    /// them, marking them sent) still to await. The relay hands over its next batch while the
+    /// previous batch's tail is pending, so messages keep their order and confirms overlap with
+    /// the next read. By default everything is done before returning.
+    async fn start_publish(&self, rows: Vec<OutboxRow>) -> Result<PublishTail, BusError> {
+        self.publish(rows).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 
     /// Opens a consumer of `queue` holding at most `prefetch` unsettled deliveries.
     async fn consume(

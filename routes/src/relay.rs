@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use xfhub_store::Store;
 
-use crate::Bus;
+use crate::{Bus, PublishTail};
 
 const BATCH: u32 = 128;
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -47,15 +47,26 @@ impl Relay {
     }
 
     /// Runs until `stop` is cancelled, then publishes what is left once more and returns.
+    ///
+    /// Batches are handed to the bus one after the other ([`Bus::start_publish`]), so messages
+    /// keep their order; the tail of a batch (broker confirms, marking the rows sent) runs while
+    /// the next batch is read and handed over. At most `PENDING_TAILS` tails are pending. After any failure
+    /// the relay waits for the pending tail and reads again from the oldest unsent row: what
+    /// was not marked sent is published again (consumers de-duplicate).
     pub async fn run(self, store: Store, bus: Arc<dyn Bus>, stop: CancellationToken) {
+        let mut pass = Pass::default();
         loop {
-            let published = self.pass(&store, bus.as_ref()).await;
+            let published = pass.step(&self, &store, bus.as_ref()).await;
             if stop.is_cancelled() {
                 // Drain: intake has stopped, publish what committed before returning.
-                while self.pass(&store, bus.as_ref()).await > 0 {}
+                while pass.step(&self, &store, bus.as_ref()).await > 0 {}
+                pass.finish().await;
                 return;
             }
             if published < self.batch as usize {
+                // Idle: settle what is pending, then read from the oldest unsent row again.
+                pass.finish().await;
+                pass.after = 0;
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
@@ -64,14 +75,27 @@ impl Relay {
             }
         }
     }
+}
 
-    /// One pass: publishes up to one batch; returns how many rows it published.
-    async fn pass(&self, store: &Store, bus: &dyn Bus) -> usize {
-        let rows = match store.outbox_unsent(self.batch).await {
+/// Batch tails pending at most while the next batch is handed over.
+const PENDING_TAILS: usize = 2;
+
+/// The relay's position: the last sequence handed to the bus and the tails still pending,
+/// oldest first.
+#[derive(Default)]
+struct Pass {
+    after: i64,
+    pending: std::collections::VecDeque<PublishTail>,
+}
+
+impl Pass {
+    /// Reads and hands over one batch after `after`; returns how many rows it handed over.
+    async fn step(&mut self, relay: &Relay, store: &Store, bus: &dyn Bus) -> usize {
+        let rows = match store.outbox_unsent_after(self.after, relay.batch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "OutboxReadError");
-                tokio::time::sleep(IDLE_POLL).await;
+                self.fail().await;
                 return 0;
             }
         };
@@ -79,16 +103,43 @@ impl Relay {
         if n == 0 {
             return 0;
         }
-        match bus.publish(rows).await {
-            Ok(()) => {
+        let last = rows[n - 1].seq;
+        match bus.start_publish(rows).await {
+            Ok(tail) => {
+                self.after = last;
+                self.pending.push_back(tail);
+                while self.pending.len() > PENDING_TAILS {
+                    let oldest = self.pending.pop_front().expect("a pending tail");
+                    if let Err(e) = oldest.await {
+                        tracing::warn!(error = %e, "OutboxPublishError");
+                        self.fail().await;
+                        return 0;
+                    }
+                }
                 metrics::counter!("xfhub_outbox_relayed_total").increment(n as u64);
                 n
             }
             Err(e) => {
                 tracing::warn!(error = %e, "OutboxPublishError");
-                tokio::time::sleep(IDLE_POLL).await;
+                self.fail().await;
                 0
             }
         }
+    }
+
+    /// Awaits the pending tails, oldest first.
+    async fn finish(&mut self) {
+        while let Some(tail) = self.pending.pop_front() {
+            if let Err(e) = tail.await {
+                tracing::warn!(error = %e, "OutboxPublishError");
+            }
+        }
+    }
+
+    /// After a failure: settle the pending tails, start again from the oldest unsent row, pause.
+    async fn fail(&mut self) {
+        self.finish().await;
+        self.after = 0;
+        tokio::time::sleep(IDLE_POLL).await;
     }
 }

@@ -233,11 +233,18 @@ impl Store {
 
     /// Unpublished outbox rows, oldest first.
     pub async fn outbox_unsent(&self, limit: u32) -> Result<Vec<OutboxRow>> {
+        self.outbox_unsent_after(0, limit).await
+    }
+
+    /// Like [`Store::outbox_unsent`], only rows after sequence `after` (the relay skips the
+    /// rows whose publish it has started and not finished).
+    pub async fn outbox_unsent_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT seq, message_id, message_type, routing_key, envelope FROM outbox \
-             WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+             WHERE sent_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1",
         )
         .bind(i64::from(limit))
+        .bind(after)
         .fetch_all(&self.read)
         .await?;
         rows.iter()
