@@ -29,6 +29,7 @@ use common::{
 
 backend_tests!(
     case_relay_publishes_to_subscribed_queues,
+    case_relay_publishes_again_what_a_failed_batch_left_unsent,
     case_trail_consumer_processes_every_message_once,
     case_transient_failures_are_retried_with_backoff,
     case_dead_letter_after_max_attempts_then_replay,
@@ -286,6 +287,88 @@ async fn settle_time() {
 
 // ---------------------------------------------------------------------------------------------
 // Relay and routing
+
+/// A bus whose second batch is lost after the relay handed it over (its confirms fail), while
+/// later batches go through: the relay overlaps them, so they are out before it learns of the
+/// failure.
+struct LosesSecondBatch {
+    inner: Arc<EmbeddedBus>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Bus for LosesSecondBatch {
+    async fn publish(&self, rows: Vec<xfhub_store::OutboxRow>) -> Result<(), BusError> {
+        self.inner.publish(rows).await
+    }
+
+    async fn start_publish(
+        &self,
+        rows: Vec<xfhub_store::OutboxRow>,
+    ) -> Result<xfhub_routes::PublishTail, BusError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Ok(Box::pin(async {
+                Err(BusError::Broker(
+                    "confirms lost with the channel".to_owned(),
+                ))
+            }));
+        }
+        self.inner.start_publish(rows).await
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<xfhub_routes::Delivery>, BusError> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn settle(
+        &self,
+        consumer: &str,
+        delivery: xfhub_routes::Delivery,
+        how: xfhub_routes::Settlement,
+    ) -> Result<bool, BusError> {
+        self.inner.settle(consumer, delivery, how).await
+    }
+
+    async fn release(&self, deliveries: Vec<xfhub_routes::Delivery>) -> Result<(), BusError> {
+        self.inner.release(deliveries).await
+    }
+
+    async fn replay(&self, dead_letter_id: i64) -> Result<Option<String>, BusError> {
+        self.inner.replay(dead_letter_id).await
+    }
+}
+
+async fn case_relay_publishes_again_what_a_failed_batch_left_unsent(store: Store) {
+    let inner = bus_for(&store, &[("petitions", &["petition.#"])]);
+    let bus = Arc::new(LosesSecondBatch {
+        inner,
+        calls: Default::default(),
+    });
+    ingest_petitions(&store, 0..50).await;
+    let stop = CancellationToken::new();
+    let relay = Relay::with_batch(10);
+    let task = tokio::spawn(relay.clone().run(store.clone(), bus.clone(), stop.clone()));
+    relay.notify();
+    let s = &store;
+    wait_until(
+        || async move { s.outbox_unsent(100).await.unwrap().is_empty() },
+        WAIT,
+        "outbox relayed",
+    )
+    .await;
+    // Every message reached its queue once, the lost batch included.
+    assert_eq!(depth(&store, "petitions").await, 50);
+    assert!(
+        bus.calls.load(Ordering::SeqCst) > 5,
+        "the lost batch was handed over again"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
 
 async fn case_relay_publishes_to_subscribed_queues(store: Store) {
     let bus = bus_for(
