@@ -565,6 +565,96 @@ mod tests {
         assert_eq!(cfg.server.trusted_proxies, d.server.trusted_proxies);
     }
 
+    /// The several-instance manifests (no container engine runs here): the configuration they
+    /// mount loads and asks for what the shape needs, and the files agree with one another and
+    /// with the hub (config path, port, probe paths).
+    #[test]
+    fn the_deploy_manifests_agree_with_the_hub() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let cfg = Config::load(&deploy.join("cluster.toml")).unwrap();
+        assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
+        assert_eq!(cfg.bus.kind, BusKind::Amqp);
+        assert!(cfg
+            .database_url
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("postgres://"));
+        assert_eq!(cfg.listen.port(), 8080);
+        assert_eq!(
+            cfg.key_file(),
+            PathBuf::from("/etc/xfhub/keys/keys.toml"),
+            "every instance shares one mounted key ring"
+        );
+
+        let compose: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(deploy.join("compose.yaml")).unwrap())
+                .unwrap();
+        let services = compose["services"].as_mapping().unwrap();
+        let hubs: Vec<_> = services
+            .iter()
+            .filter(|(k, _)| k.as_str().unwrap_or("").starts_with("xfhub-"))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(hubs.len(), 3, "three instances");
+        for hub in hubs {
+            let command: Vec<&str> = hub["command"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c.as_str())
+                .collect();
+            assert_eq!(command, ["serve", "--config", "/etc/xfhub/cluster.toml"]);
+            let volumes: Vec<&str> = hub["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c.as_str())
+                .collect();
+            assert!(volumes.contains(&"./cluster.toml:/etc/xfhub/cluster.toml:ro"));
+            let check = hub["healthcheck"]["test"][1].as_str().unwrap();
+            assert!(check.contains("/dev/tcp/127.0.0.1/8080") && check.contains("GET /readyz"));
+        }
+
+        let k8s = std::fs::read_to_string(deploy.join("k8s/xfhub.yaml")).unwrap();
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&k8s)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Deployment"))
+            .unwrap();
+        assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(3));
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["args"][2].as_str(),
+            Some("/etc/xfhub/config/cluster.toml")
+        );
+        assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(8080));
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz")
+        );
+        let mounts: Vec<&str> = container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["mountPath"].as_str())
+            .collect();
+        assert!(mounts.contains(&"/etc/xfhub/config") && mounts.contains(&"/etc/xfhub/keys"));
+        // The probes are open routes of the hub.
+        for path in ["/readyz", "/healthz"] {
+            assert_eq!(
+                crate::auth::group_of(&axum::http::Method::GET, path),
+                crate::auth::RouteGroup::Open
+            );
+        }
+    }
+
     #[test]
     fn key_file_defaults_to_the_data_dir() {
         let mut cfg = Config::default();
