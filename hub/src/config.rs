@@ -234,7 +234,9 @@ pub struct BusConfig {
     /// `embedded`: durable queues in the store (one process). `amqp`: RabbitMQ (`[bus.amqp]`),
     /// for several hub instances sharing one PostgreSQL database and one broker.
     pub kind: BusKind,
-    /// Unsettled deliveries a consumer holds at most (backpressure).
+    /// Unsettled deliveries a consumer holds at most (backpressure). 512 by default: at 128
+    /// a consumer whose every ack waits for a store commit ran out of work between commits
+    /// (BENCHMARKS.md, "AMQP bus vs raw lapin").
     pub prefetch: usize,
     /// Deliveries before a failing message is dead-lettered.
     pub max_attempts: i64,
@@ -313,7 +315,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
             kind: BusKind::Embedded,
-            prefetch: 128,
+            prefetch: 512,
             max_attempts: 5,
             retry_base_ms: 500,
             retry_max_ms: 300_000,
@@ -563,6 +565,7 @@ mod tests {
         assert!(cfg.tls.files().is_none());
         assert_eq!(cfg.routes.file, d.routes.file);
         assert_eq!(cfg.server.trusted_proxies, d.server.trusted_proxies);
+        assert_eq!(cfg.bus.prefetch, d.bus.prefetch);
     }
 
     /// The several-instance manifests (no container engine runs here): the configuration they
