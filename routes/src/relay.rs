@@ -49,10 +49,11 @@ impl Relay {
     /// Runs until `stop` is cancelled, then publishes what is left once more and returns.
     ///
     /// Batches are handed to the bus one after the other ([`Bus::start_publish`]), so messages
-    /// keep their order; the tail of a batch (broker confirms, marking the rows sent) runs while
-    /// the next batch is read and handed over. At most `PENDING_TAILS` tails are pending. After any failure
-    /// the relay waits for the pending tail and reads again from the oldest unsent row: what
-    /// was not marked sent is published again (consumers de-duplicate).
+    /// keep their order; the tail of a batch (broker confirms, marking the rows sent) is
+    /// awaited only after the next batch was read and handed over, at most `PENDING_TAILS`
+    /// tails being pending. After any failure, and when idle, the relay settles the pending
+    /// tails and reads again from the oldest unsent row: what was not marked sent is published
+    /// again (consumers de-duplicate).
     pub async fn run(self, store: Store, bus: Arc<dyn Bus>, stop: CancellationToken) {
         let mut pass = Pass::default();
         loop {
