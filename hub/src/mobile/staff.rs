@@ -45,6 +45,45 @@ fn today() -> NaiveDate {
         .date_naive()
 }
 
+/// How a column of a list row is read into JSON.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Text,
+    OptText,
+    Int,
+    OptInt,
+}
+
+/// `{"items": [...]}` of a list query's rows, each an object of `(key, column, kind)`.
+async fn list(
+    s: &AppState,
+    stmt: Stmt,
+    cols: &[(&str, &str, Col)],
+) -> Result<Json<Value>, ApiError> {
+    let rows = stmt
+        .query()
+        .fetch_all(s.store.reader())
+        .await
+        .map_err(store_err)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut item = serde_json::Map::new();
+        for (key, column, kind) in cols {
+            let v = match kind {
+                Col::Text => json!(r.try_get::<String, _>(*column).map_err(store_err)?),
+                Col::OptText => {
+                    json!(r.try_get::<Option<String>, _>(*column).map_err(store_err)?)
+                }
+                Col::Int => json!(r.try_get::<i64, _>(*column).map_err(store_err)?),
+                Col::OptInt => json!(r.try_get::<Option<i64>, _>(*column).map_err(store_err)?),
+            };
+            item.insert((*key).to_owned(), v);
+        }
+        items.push(Value::Object(item));
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
 /// `GET /api/v1/app/staff/profile`.
 #[utoipa::path(get, path = "/api/v1/app/staff/profile", tag = "app", security(("staff_jwt" = [])), responses((status = 200, description = "the user, org, jurisdiction, roles"), (status = 401, description = "auth_token_missing, auth_token_invalid or auth_token_expired", body = crate::error::ErrorBody)))]
 pub async fn profile(
@@ -326,25 +365,22 @@ pub async fn my_approvals(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let c = claims(&s, &headers).await?;
-    let rows = Stmt::new(
+    let stmt = Stmt::new(
         "SELECT id, record_id, action, comment, created_at FROM app_approvals WHERE user_id = $1 ORDER BY created_at DESC LIMIT 200",
     )
-    .bind(&c.sub)
-    .query()
-    .fetch_all(s.store.reader())
+    .bind(&c.sub);
+    list(
+        &s,
+        stmt,
+        &[
+            ("id", "id", Col::Text),
+            ("record_id", "record_id", Col::Text),
+            ("action", "action", Col::Text),
+            ("comment", "comment", Col::Text),
+            ("created_at", "created_at", Col::Int),
+        ],
+    )
     .await
-    .map_err(store_err)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(json!({
-            "id": r.try_get::<String, _>("id").map_err(store_err)?,
-            "record_id": r.try_get::<String, _>("record_id").map_err(store_err)?,
-            "action": r.try_get::<String, _>("action").map_err(store_err)?,
-            "comment": r.try_get::<String, _>("comment").map_err(store_err)?,
-            "created_at": r.try_get::<i64, _>("created_at").map_err(store_err)?,
-        }));
-    }
-    Ok(Json(json!({ "items": out })))
 }
 
 /// `PUT /api/v1/app/staff/follows/{id}`.
@@ -429,27 +465,24 @@ pub async fn messages(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let c = claims(&s, &headers).await?;
-    let rows = Stmt::new(
+    let stmt = Stmt::new(
         "SELECT message_key, title, body, status, attempts, created_at, delivered_at FROM app_push WHERE user_id = $1 ORDER BY created_at DESC LIMIT 200",
     )
-    .bind(&c.sub)
-    .query()
-    .fetch_all(s.store.reader())
+    .bind(&c.sub);
+    list(
+        &s,
+        stmt,
+        &[
+            ("id", "message_key", Col::Text),
+            ("title", "title", Col::Text),
+            ("body", "body", Col::Text),
+            ("status", "status", Col::Text),
+            ("attempts", "attempts", Col::Int),
+            ("created_at", "created_at", Col::Int),
+            ("delivered_at", "delivered_at", Col::OptInt),
+        ],
+    )
     .await
-    .map_err(store_err)?;
-    let mut items = Vec::new();
-    for r in rows {
-        items.push(json!({
-            "id": r.try_get::<String, _>("message_key").map_err(store_err)?,
-            "title": r.try_get::<String, _>("title").map_err(store_err)?,
-            "body": r.try_get::<String, _>("body").map_err(store_err)?,
-            "status": r.try_get::<String, _>("status").map_err(store_err)?,
-            "attempts": r.try_get::<i64, _>("attempts").map_err(store_err)?,
-            "created_at": r.try_get::<i64, _>("created_at").map_err(store_err)?,
-            "delivered_at": r.try_get::<Option<i64>, _>("delivered_at").map_err(store_err)?,
-        }));
-    }
-    Ok(Json(json!({ "items": items })))
 }
 
 /// `GET /api/v1/app/staff/alerts`: alerts of the warning module in my jurisdiction.
@@ -459,28 +492,25 @@ pub async fn alerts(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let c = claims(&s, &headers).await?;
-    let rows = Stmt::new(
+    let stmt = Stmt::new(
         "SELECT id, kind, level, status, record_id, division, title, raised_at FROM alerts WHERE division LIKE $1 ORDER BY raised_at DESC LIMIT 100",
     )
-    .bind(format!("{}%", scope_prefix(&c.org_division)))
-    .query()
-    .fetch_all(s.store.reader())
+    .bind(format!("{}%", scope_prefix(&c.org_division)));
+    list(
+        &s,
+        stmt,
+        &[
+            ("id", "id", Col::Text),
+            ("kind", "kind", Col::Text),
+            ("level", "level", Col::Text),
+            ("status", "status", Col::Text),
+            ("record_id", "record_id", Col::OptText),
+            ("division", "division", Col::Text),
+            ("title", "title", Col::Text),
+            ("raised_at", "raised_at", Col::Int),
+        ],
+    )
     .await
-    .map_err(store_err)?;
-    let mut items = Vec::new();
-    for r in rows {
-        items.push(json!({
-            "id": r.try_get::<String, _>("id").map_err(store_err)?,
-            "kind": r.try_get::<String, _>("kind").map_err(store_err)?,
-            "level": r.try_get::<String, _>("level").map_err(store_err)?,
-            "status": r.try_get::<String, _>("status").map_err(store_err)?,
-            "record_id": r.try_get::<Option<String>, _>("record_id").map_err(store_err)?,
-            "division": r.try_get::<String, _>("division").map_err(store_err)?,
-            "title": r.try_get::<String, _>("title").map_err(store_err)?,
-            "raised_at": r.try_get::<i64, _>("raised_at").map_err(store_err)?,
-        }));
-    }
-    Ok(Json(json!({ "items": items })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
