@@ -125,15 +125,23 @@ impl Stmt {
 
     /// The statement as an sqlx query, for reads through [`Store::reader`].
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.sql);
-        for a in &self.args {
-            q = match a {
-                SqlValue::Int(v) => q.bind(*v),
-                SqlValue::Real(v) => q.bind(*v),
-                SqlValue::Text(v) => q.bind(v.as_deref()),
-            };
+        self.args
+            .iter()
+            .fold(sqlx::query(&self.sql), |q, a| a.bind_to(q))
+    }
+}
+
+impl SqlValue {
+    /// Binds this value as the query's next argument.
+    pub(crate) fn bind_to<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            SqlValue::Int(v) => q.bind(*v),
+            SqlValue::Real(v) => q.bind(*v),
+            SqlValue::Text(v) => q.bind(v.as_deref()),
         }
-        q
     }
 }
 

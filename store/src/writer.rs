@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use xfhub_schemas::{Envelope, Record};
 
-use crate::ext::{SqlValue, Stmt, Txn, TxnOutcome};
+use crate::ext::{Stmt, Txn, TxnOutcome};
 use crate::nonces::NonceCache;
 use crate::security::{AuditDraft, ClientRecord, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
@@ -1782,9 +1782,9 @@ async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
         && ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false))
     .then(|| to_positional(stmt.sql()))
     .flatten();
-    let (sql, order): (&str, Vec<usize>) = match &positional {
-        Some((sql, order)) => (sql, order.clone()),
-        None => (stmt.sql(), (1..=stmt.args().len()).collect()),
+    let Some((sql, order)) = &positional else {
+        let q = stmt.query();
+        return Ok(q.execute(&mut **tx).await?.rows_affected());
     };
     let mut q = sqlx::query(sql);
     for n in order {
@@ -1793,11 +1793,7 @@ async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
                 "statement placeholder ${n} has no bound value"
             )));
         };
-        q = match a {
-            SqlValue::Int(v) => q.bind(*v),
-            SqlValue::Real(v) => q.bind(*v),
-            SqlValue::Text(v) => q.bind(v.as_deref()),
-        };
+        q = a.bind_to(q);
     }
     Ok(q.execute(&mut **tx).await?.rows_affected())
 }
