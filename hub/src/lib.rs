@@ -21,4 +21,5 @@ pub mod ratelimit;
 pub mod soap;
 pub mod telemetry;
 pub mod tls;
+pub mod typed_pii;
 pub mod xmlapi;

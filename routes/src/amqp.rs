@@ -952,7 +952,8 @@ impl Bus for AmqpBus {
                 "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
                 seqs.join(",")
             ))
-            .bind(now_ms())];
+            .bind(now_ms())
+            .single_use()];
             statements.extend(trail.into_stmts());
             bus.inner
                 .store

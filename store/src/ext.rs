@@ -99,6 +99,7 @@ impl From<Option<&str>> for SqlValue {
 pub struct Stmt {
     sql: String,
     args: Vec<SqlValue>,
+    single_use: bool,
 }
 
 impl Stmt {
@@ -106,7 +107,16 @@ impl Stmt {
         Stmt {
             sql: sql.into(),
             args: Vec::new(),
+            single_use: false,
         }
+    }
+
+    /// Marks a statement whose text is used once (values formatted into it, such as a list of
+    /// row ids): it is not kept prepared in the connection's statement cache, where it would
+    /// only push out statements that are used again.
+    pub fn single_use(mut self) -> Self {
+        self.single_use = true;
+        self
     }
 
     /// Appends the value of the next placeholder.
@@ -125,9 +135,10 @@ impl Stmt {
 
     /// The statement as an sqlx query, for reads through [`Store::reader`].
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-        self.args
-            .iter()
-            .fold(sqlx::query(&self.sql), |q, a| a.bind_to(q))
+        self.args.iter().fold(
+            sqlx::query(&self.sql).persistent(!self.single_use),
+            |q, a| a.bind_to(q),
+        )
     }
 }
 

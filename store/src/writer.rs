@@ -466,6 +466,28 @@ fn placeholder(sql: &mut String, n: usize) {
     }
 }
 
+/// Most rows in one multi-row statement. Each statement kind is split into power-of-two row
+/// counts up to this (45 rows: 32 + 8 + 4 + 1), so it has at most seven shapes, all of which
+/// stay prepared in the connection's statement cache. With one statement per group size, a
+/// busy writer met a new text at nearly every group: it prepared statements of hundreds of
+/// placeholders again and again, and its cache evicted the small, fixed statements too.
+const MAX_ROWS_PER_STATEMENT: usize = 64;
+
+/// The row count of the next statement over `remaining` rows of `width` values: the largest
+/// power of two not above `remaining`, [`MAX_ROWS_PER_STATEMENT`] or the bind limit.
+fn shape_rows(remaining: usize, width: usize) -> usize {
+    let cap = (MAX_BINDS / width.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
+    let n = remaining.min(cap).max(1);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// A statement whose text is used once (values formatted into it, such as a list of row ids):
+/// not kept in the connection's statement cache, where it would only push out the statements
+/// that are used again.
+fn once(sql: &str) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(false)
+}
+
 pub(crate) async fn run(
     pool: AnyPool,
     rx: mpsc::Receiver<Job>,
@@ -727,7 +749,10 @@ async fn insert_rows_with(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(out);
     };
-    for chunk in rows.chunks((MAX_BINDS / width).max(1)) {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(shape_rows(rest.len(), width));
+        rest = after;
         let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
         sql.push_str(head);
         sql.push_str(" VALUES ");
@@ -844,15 +869,18 @@ async fn ingest_batch(
 
     // Current state of every record the group touches.
     let mut current: std::collections::HashMap<SourceKey, (Uuid, i64, i64)> = Default::default();
-    for chunk in keys.chunks(MAX_BINDS / 3) {
+    // Key lists are padded with their last key to a power of two (a repeated key changes
+    // nothing in an IN list), so that these look-ups have few shapes (see `shape_rows`).
+    for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+        let padded = chunk.len().next_power_of_two();
         let mut sql = String::from(
             "SELECT id, kind, source_system, source_id, version, received_at FROM records \
              WHERE (kind, source_system, source_id) IN (VALUES ",
         );
-        push_tuples(&mut sql, chunk.len(), 3);
+        push_tuples(&mut sql, padded, 3);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for (k, s, i) in chunk {
+        for (k, s, i) in chunk.iter().chain(std::iter::repeat_n(&chunk[chunk.len() - 1], padded - chunk.len())) {
             q = q.bind(k.as_str()).bind(s.as_str()).bind(i.as_str());
         }
         for row in q.fetch_all(&mut **tx).await? {
@@ -873,15 +901,16 @@ async fn ingest_batch(
     // Versions already received, with their digest and first receipt.
     let mut seen: std::collections::HashMap<(SourceKey, i64), (String, String)> =
         Default::default();
-    for chunk in items.chunks(MAX_BINDS / 4) {
+    for chunk in items.chunks(MAX_ROWS_PER_STATEMENT) {
+        let padded = chunk.len().next_power_of_two();
         let mut sql = String::from(
             "SELECT kind, source_system, source_id, version, digest, receipt FROM record_versions \
              WHERE (kind, source_system, source_id, version) IN (VALUES ",
         );
-        push_tuples(&mut sql, chunk.len(), 4);
+        push_tuples(&mut sql, padded, 4);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for it in chunk {
+        for it in chunk.iter().chain(std::iter::repeat_n(&chunk[chunk.len() - 1], padded - chunk.len())) {
             q = q
                 .bind(it.kind.as_str())
                 .bind(it.source_system.as_str())
@@ -918,6 +947,9 @@ async fn ingest_batch(
     let mut changes = Vec::new();
     let mut outbox = Vec::new();
     let mut versions = Vec::new();
+    // Each stored document serialized once: the same text is the record's body and the data
+    // of its message (serializing the document twice was a tenth of an import's CPU).
+    let mut bodies: Vec<Option<Box<serde_json::value::RawValue>>> = vec![None; items.len()];
     for (idx, it) in items.iter().enumerate() {
         if it.nonce.is_some() {
             // A nonce repeated inside one group is fresh for its first request only.
@@ -968,6 +1000,7 @@ async fn ingest_batch(
             Arg::Int(it.version),
             Arg::Int(now),
         ]);
+        let body = bodies[idx].insert(serde_json::value::to_raw_value(&it.data)?);
         let record = Record {
             id,
             kind: kind.to_owned(),
@@ -975,7 +1008,7 @@ async fn ingest_batch(
             status: it.status.clone(),
             received_at: from_ms(received_at),
             updated_at: from_ms(now),
-            data: &it.data,
+            data: &**body,
         };
         // Serialized straight from the borrowed record: no copy of the document.
         let mut envelope = Envelope::new(&message_type, &it.source_system, &it.division, record);
@@ -1013,7 +1046,10 @@ async fn ingest_batch(
     let mut inserts = Vec::new();
     for (_, idx, id, received_at, existed) in &finals {
         let it = items[*idx];
-        let body = serde_json::to_string(&it.data)?;
+        let body = bodies[*idx]
+            .as_deref()
+            .ok_or_else(|| StoreError::Corrupt("a stored record has no body".to_owned()))?
+            .get();
         if *existed {
             sqlx::query(
                 "UPDATE records SET version = $1, division = $2, form = $3, purpose = $4, \
@@ -1027,7 +1063,7 @@ async fn ingest_batch(
             .bind(&it.content_class)
             .bind(&it.status)
             .bind(&it.occurred_on)
-            .bind(&body)
+            .bind(body)
             .bind(now)
             .bind(id.to_string())
             .execute(&mut **tx)
@@ -1045,7 +1081,7 @@ async fn ingest_batch(
                 Arg::OptText(it.content_class.as_deref()),
                 Arg::Text(&it.status),
                 Arg::Text(&it.occurred_on),
-                Arg::Owned(body),
+                Arg::Text(body),
                 Arg::Int(*received_at),
                 Arg::Int(now),
             ]);
@@ -1083,7 +1119,7 @@ async fn ingest_batch(
         .collect();
     if !replaced.is_empty() {
         // Hub-made UUIDs only: formatting them into the statement cannot inject anything.
-        sqlx::query(&format!(
+        once(&format!(
             "DELETE FROM pii_index WHERE record_id IN ({})",
             replaced.join(",")
         ))
@@ -1297,7 +1333,7 @@ async fn enqueue(tx: &mut Tx, batch: &EnqueueBatch) -> Result<()> {
     if !batch.outbox_seqs.is_empty() {
         // Integers only: formatting them into the statement cannot inject anything.
         let ids: Vec<String> = batch.outbox_seqs.iter().map(i64::to_string).collect();
-        sqlx::query(&format!(
+        once(&format!(
             "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
             ids.join(",")
         ))
@@ -1339,7 +1375,7 @@ async fn lease(tx: &mut Tx, req: &LeaseRequest) -> Result<Vec<LeasedMessage>> {
         return Ok(out);
     }
     let ids: Vec<String> = out.iter().map(|m| m.row_id.to_string()).collect();
-    sqlx::query(&format!(
+    once(&format!(
         "UPDATE bus_queue SET attempts = attempts + 1, lease_until = $1 WHERE id IN ({})",
         ids.join(",")
     ))
@@ -1378,7 +1414,7 @@ async fn release(tx: &mut Tx, rows: &[(i64, String, String)]) -> Result<u64> {
     }
     // Integers only: formatting them into the statement cannot inject anything.
     let ids: Vec<String> = rows.iter().map(|(id, _, _)| id.to_string()).collect();
-    let n = sqlx::query(&format!(
+    let n = once(&format!(
         "UPDATE bus_queue SET attempts = attempts - 1, lease_until = NULL \
          WHERE id IN ({}) AND lease_until IS NOT NULL AND attempts > 0",
         ids.join(",")
@@ -1479,7 +1515,7 @@ async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
         .collect();
     if !ids.is_empty() {
         // Integers only: formatting them into the statement cannot inject anything.
-        sqlx::query(&format!(
+        once(&format!(
             "DELETE FROM bus_queue WHERE id IN ({})",
             ids.join(",")
         ))
@@ -1786,7 +1822,7 @@ async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
         let q = stmt.query();
         return Ok(q.execute(&mut **tx).await?.rows_affected());
     };
-    let mut q = sqlx::query(sql);
+    let mut q = once(sql);
     for n in order {
         let Some(a) = stmt.args().get(n - 1) else {
             return Err(crate::StoreError::Database(format!(

@@ -3,20 +3,18 @@
 //! The rows use the import template's columns (codes as `code 名称`), so an export can be
 //! edited and imported again; three columns follow: 平台编号 (hub id), 状态, 接收时间.
 //! Identity and phone numbers are opened and then masked unless the caller holds `pii:read`.
-//! Records are read in one streaming query (no pages) and written by a blocking thread in
-//! rust_xlsxwriter's constant-memory mode into an unlinked temporary file, which the response
+//! Records are read in one streaming query (no pages), converted to rows on one blocking thread
+//! and written by another in rust_xlsxwriter's constant-memory mode into an unlinked temporary file, which the response
 //! then streams: memory stays flat whatever the row count.
 
 use std::io::{Seek, SeekFrom};
 
 use futures::TryStreamExt;
-use rust_xlsxwriter::{Format, Workbook, XlsxError};
-use serde_json::Value;
+use rust_xlsxwriter::{Workbook, XlsxError};
 use sqlx::Row as _;
 use tokio::sync::mpsc;
 use xfhub_schemas::{CodeTables, Petition, WorkOrder};
 use xfhub_security::keys::KeyRing;
-use xfhub_security::pii::{self, DocKind};
 use xfhub_store::{RecordKind, Stmt, Store, StoreError};
 use xfhub_transforms::excel::{petition_to_cells, workorder_to_cells, Cell, SheetKind};
 
@@ -114,16 +112,33 @@ pub async fn count(store: &Store, spec: &ExportSpec) -> Result<u64, ExportError>
     Ok(row.try_get::<i64, _>("n")? as u64)
 }
 
-/// One record to write: its hub id, status, receipt time and canonical body (opened).
-struct Item {
+/// One stored record as read: its hub id, status, receipt time and canonical body (sealed).
+struct Raw {
     id: String,
     status: String,
     received_at: i64,
-    body: Value,
+    body: String,
 }
+
+/// One worksheet row, converted and ready to write.
+struct Line {
+    cells: Vec<Cell>,
+    id: String,
+    status: String,
+    received_at: String,
+}
+
+/// Records per batch handed from one stage to the next.
+const BATCH: usize = 500;
 
 /// Writes the export into an unlinked temporary file; returns it (positioned at its start)
 /// and the number of rows.
+///
+/// Three stages run at once: this task reads the rows, a converter thread turns each body into
+/// its worksheet cells (read straight into the canonical type, numbers opened and masked there,
+/// see [`crate::typed_pii`]), and a writer thread only writes cells. Measured on 100,000
+/// petitions, the conversion was half of the single writer thread's time; the workbook's
+/// compression at save still runs alone, at the end (rust_xlsxwriter has no knob for it).
 pub async fn write(
     store: &Store,
     ring: std::sync::Arc<KeyRing>,
@@ -135,10 +150,13 @@ pub async fn write(
     if n > limit as u64 {
         return Err(ExportError::TooLarge { rows: n, limit });
     }
-    let (tx, rx) = mpsc::channel::<Vec<Item>>(4);
+    let (raw_tx, raw_rx) = mpsc::channel::<Vec<Raw>>(4);
+    let (line_tx, line_rx) = std::sync::mpsc::sync_channel::<Vec<Line>>(4);
     let kind = spec.kind;
-    let clear = spec.clear_pii;
-    let writer = tokio::task::spawn_blocking(move || write_book(kind, tables, ring, clear, rx));
+    let mask = !spec.clear_pii;
+    let converter =
+        tokio::task::spawn_blocking(move || convert(kind, tables, &ring, mask, raw_rx, line_tx));
+    let writer = tokio::task::spawn_blocking(move || write_book(kind, line_rx));
     let (where_sql, args) = filter(spec);
     let s = stmt(
         format!("SELECT id, status, received_at, body{where_sql} ORDER BY occurred_on, id"),
@@ -146,26 +164,28 @@ pub async fn write(
     );
     let result: Result<(), ExportError> = async {
         let mut rows = s.query().fetch(store.reader());
-        let mut batch = Vec::with_capacity(500);
+        let mut batch = Vec::with_capacity(BATCH);
         while let Some(r) = rows.try_next().await? {
-            batch.push(Item {
+            batch.push(Raw {
                 id: r.try_get("id")?,
                 status: r.try_get("status")?,
                 received_at: r.try_get("received_at")?,
-                body: serde_json::from_str(&r.try_get::<String, _>("body")?)
-                    .map_err(StoreError::from)?,
+                body: r.try_get("body")?,
             });
-            if batch.len() == 500 && tx.send(std::mem::take(&mut batch)).await.is_err() {
+            if batch.len() == BATCH && raw_tx.send(std::mem::take(&mut batch)).await.is_err() {
                 break;
             }
         }
         if !batch.is_empty() {
-            let _ = tx.send(batch).await;
+            let _ = raw_tx.send(batch).await;
         }
         Ok(())
     }
     .await;
-    drop(tx);
+    drop(raw_tx);
+    converter
+        .await
+        .map_err(|e| ExportError::Write(e.to_string()))?;
     let written = writer
         .await
         .map_err(|e| ExportError::Write(e.to_string()))?;
@@ -173,20 +193,68 @@ pub async fn write(
     written
 }
 
-fn write_book(
+/// The converter stage: bodies to worksheet rows, in order. A record that cannot be opened or
+/// read is logged and left out (as before: one bad record does not stop an export).
+fn convert(
     kind: RecordKind,
     tables: &CodeTables,
-    ring: std::sync::Arc<KeyRing>,
-    clear: bool,
-    mut rx: mpsc::Receiver<Vec<Item>>,
+    ring: &KeyRing,
+    mask: bool,
+    mut rx: mpsc::Receiver<Vec<Raw>>,
+    tx: std::sync::mpsc::SyncSender<Vec<Line>>,
+) {
+    let china = chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00");
+    while let Some(batch) = rx.blocking_recv() {
+        let mut lines = Vec::with_capacity(batch.len());
+        for raw in batch {
+            let cells = match kind {
+                RecordKind::Petition => serde_json::from_str::<Petition>(&raw.body)
+                    .map_err(|e| ("ExportDecodeError", e.to_string()))
+                    .and_then(|mut p| {
+                        crate::typed_pii::open_petition(ring, &mut p, mask)
+                            .map_err(|e| ("ExportOpenError", e.to_string()))?;
+                        Ok(petition_to_cells(&p, tables))
+                    }),
+                RecordKind::Workorder => serde_json::from_str::<WorkOrder>(&raw.body)
+                    .map_err(|e| ("ExportDecodeError", e.to_string()))
+                    .and_then(|mut w| {
+                        crate::typed_pii::open_workorder(ring, &mut w, mask)
+                            .map_err(|e| ("ExportOpenError", e.to_string()))?;
+                        Ok(workorder_to_cells(&w, tables))
+                    }),
+            };
+            let cells = match cells {
+                Ok(cells) => cells,
+                Err((what, error)) => {
+                    tracing::error!(record = %raw.id, error = %error, "{what}");
+                    continue;
+                }
+            };
+            let at = chrono::DateTime::from_timestamp_millis(raw.received_at)
+                .unwrap_or_default()
+                .with_timezone(&china);
+            lines.push(Line {
+                cells,
+                id: raw.id,
+                status: raw.status,
+                received_at: at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            });
+        }
+        if tx.send(lines).is_err() {
+            // The writer stopped (its error is reported by `write`).
+            return;
+        }
+    }
+}
+
+/// The writer stage: cells into the worksheet, then the workbook into a temporary file.
+fn write_book(
+    kind: RecordKind,
+    rx: std::sync::mpsc::Receiver<Vec<Line>>,
 ) -> Result<(std::fs::File, u64), ExportError> {
     let sheet_kind = match kind {
         RecordKind::Petition => SheetKind::Petition,
         RecordKind::Workorder => SheetKind::WorkOrder,
-    };
-    let doc_kind = match kind {
-        RecordKind::Petition => DocKind::Petition,
-        RecordKind::Workorder => DocKind::WorkOrder,
     };
     let mut wb = Workbook::new();
     let ws = wb.add_worksheet_with_constant_memory();
@@ -201,35 +269,11 @@ fn write_book(
     for (i, h) in extra.iter().enumerate() {
         ws.write_string_with_format(0, base + i as u16, *h, &header_format(false))?;
     }
-    let _ = Format::new();
     let mut r: u32 = 0;
-    while let Some(batch) = rx.blocking_recv() {
-        for mut item in batch {
-            if let Err(e) = pii::open_document(&ring, doc_kind, &mut item.body) {
-                tracing::error!(record = %item.id, error = %e, "ExportOpenError");
-                continue;
-            }
-            if !clear {
-                pii::mask_document(doc_kind, &mut item.body);
-            }
-            let cells = match kind {
-                RecordKind::Petition => match serde_json::from_value::<Petition>(item.body) {
-                    Ok(p) => petition_to_cells(&p, tables),
-                    Err(e) => {
-                        tracing::error!(record = %item.id, error = %e, "ExportDecodeError");
-                        continue;
-                    }
-                },
-                RecordKind::Workorder => match serde_json::from_value::<WorkOrder>(item.body) {
-                    Ok(w) => workorder_to_cells(&w, tables),
-                    Err(e) => {
-                        tracing::error!(record = %item.id, error = %e, "ExportDecodeError");
-                        continue;
-                    }
-                },
-            };
+    for lines in rx {
+        for line in lines {
             r += 1;
-            for (c, cell) in cells.iter().enumerate() {
+            for (c, cell) in line.cells.iter().enumerate() {
                 match cell {
                     Cell::Text(s) if !s.is_empty() => {
                         ws.write_string(r, c as u16, s)?;
@@ -240,12 +284,9 @@ fn write_book(
                     _ => {}
                 }
             }
-            ws.write_string(r, base, &item.id)?;
-            ws.write_string(r, base + 1, &item.status)?;
-            let at = chrono::DateTime::from_timestamp_millis(item.received_at)
-                .unwrap_or_default()
-                .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00"));
-            ws.write_string(r, base + 2, at.format("%Y-%m-%d %H:%M:%S").to_string())?;
+            ws.write_string(r, base, &line.id)?;
+            ws.write_string(r, base + 1, &line.status)?;
+            ws.write_string(r, base + 2, &line.received_at)?;
         }
     }
     let mut file = tempfile::tempfile()?;

@@ -32,7 +32,6 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use xfhub_schemas::{Petition, ProcessEvent, WorkOrder};
 use xfhub_security::keys::KeyRing;
-use xfhub_security::pii::{self, Slot};
 use xfhub_store::{AuditDraft, Stmt, Store, Txn};
 use xfhub_transforms::exchange::{
     self as fmt, FileEntry, Header, InfoSet, Manifest, Op, Signature, RECORDS_PER_FILE,
@@ -272,21 +271,18 @@ async fn high_water(store: &Store, infoset: InfoSet) -> anyhow::Result<i64> {
 
 /// The canonical XML of a stored body: personal numbers opened, masked unless allowed. The
 /// body is read straight into its canonical type and the personal slots opened there
-/// (`pii::open_slot`), the same result as `pii::open_document` + `mask_document` on the JSON
+/// (`crate::typed_pii`), the same result as `pii::open_document` + `mask_document` on the JSON
 /// (a test below holds the two equal).
 fn payload(ring: &KeyRing, infoset: InfoSet, body: &str, mask: bool) -> anyhow::Result<String> {
     Ok(match infoset {
         InfoSet::Petition => {
             let mut p: Petition = serde_json::from_str(body)?;
-            for c in &mut p.complainants {
-                pii::open_slot(ring, Slot::IdNumber, &mut c.id_number, mask)?;
-                pii::open_slot(ring, Slot::Phone, &mut c.mobile, mask)?;
-            }
+            crate::typed_pii::open_petition(ring, &mut p, mask)?;
             fmt::payload_xml("petition", &p)?
         }
         InfoSet::Workorder => {
             let mut w: WorkOrder = serde_json::from_str(body)?;
-            pii::open_slot(ring, Slot::Phone, &mut w.caller_phone, mask)?;
+            crate::typed_pii::open_workorder(ring, &mut w, mask)?;
             fmt::payload_xml("workorder", &w)?
         }
         InfoSet::ProcessEvent => fmt::payload_xml(
@@ -527,7 +523,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
     use xfhub_schemas::{sample_petition, sample_workorder};
-    use xfhub_security::pii::DocKind;
+    use xfhub_security::pii::{self, DocKind};
 
     /// The JSON path the export used before: open, mask, then the typed conversion.
     fn via_json(ring: &KeyRing, kind: DocKind, body: &str, mask: bool) -> Value {
