@@ -880,7 +880,10 @@ async fn ingest_batch(
         push_tuples(&mut sql, padded, 3);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for (k, s, i) in chunk.iter().chain(std::iter::repeat_n(&chunk[chunk.len() - 1], padded - chunk.len())) {
+        for (k, s, i) in chunk.iter().chain(std::iter::repeat_n(
+            &chunk[chunk.len() - 1],
+            padded - chunk.len(),
+        )) {
             q = q.bind(k.as_str()).bind(s.as_str()).bind(i.as_str());
         }
         for row in q.fetch_all(&mut **tx).await? {
@@ -910,7 +913,10 @@ async fn ingest_batch(
         push_tuples(&mut sql, padded, 4);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for it in chunk.iter().chain(std::iter::repeat_n(&chunk[chunk.len() - 1], padded - chunk.len())) {
+        for it in chunk.iter().chain(std::iter::repeat_n(
+            &chunk[chunk.len() - 1],
+            padded - chunk.len(),
+        )) {
             q = q
                 .bind(it.kind.as_str())
                 .bind(it.source_system.as_str())
@@ -1923,7 +1929,39 @@ fn lock(m: &Mutex<NonceCache>) -> MutexGuard<'_, NonceCache> {
 
 #[cfg(test)]
 mod tests {
-    use super::to_positional;
+    use super::{shape_rows, to_positional, MAX_BINDS, MAX_ROWS_PER_STATEMENT};
+
+    /// The row counts `shape_rows` splits `total` rows of `width` values into.
+    fn shapes(total: usize, width: usize) -> Vec<usize> {
+        let mut left = total;
+        let mut out = Vec::new();
+        while left > 0 {
+            let n = shape_rows(left, width);
+            out.push(n);
+            left -= n;
+        }
+        out
+    }
+
+    #[test]
+    fn multi_row_statements_come_in_few_power_of_two_shapes() {
+        assert_eq!(shapes(45, 6), vec![32, 8, 4, 1]);
+        assert_eq!(shapes(1, 14), vec![1]);
+        assert_eq!(shapes(64, 3), vec![64]);
+        assert_eq!(shapes(130, 3), vec![64, 64, 2]);
+        // Every group size from 1 to 1,000 uses at most seven distinct shapes in all.
+        let mut seen = std::collections::BTreeSet::new();
+        for total in 1..=1000 {
+            let s = shapes(total, 14);
+            assert_eq!(s.iter().sum::<usize>(), total);
+            seen.extend(s);
+        }
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert!(seen.iter().all(|&n| n <= MAX_ROWS_PER_STATEMENT));
+        // A row too wide for the cap still stays under the bind limit.
+        let wide = MAX_BINDS / 10;
+        assert!(shapes(100, wide).iter().all(|&n| n * wide <= MAX_BINDS));
+    }
 
     #[test]
     fn named_placeholders_become_positional_in_order_of_use() {
