@@ -249,6 +249,9 @@ pub fn rows(
             let d = reader.dimensions();
             let announced = (d.end.0 > 0 || d.end.1 > 0).then(|| (d.end.0 + 1) as usize);
             let mut current: Option<(u32, Vec<Cell>)> = None;
+            // Each row's cells start at the widest row's size so far: growing every row's
+            // vector cell by cell was 4 % of an import.
+            let mut width = 0;
             loop {
                 let next = reader
                     .next_cell()
@@ -258,11 +261,12 @@ pub fn rows(
                 let value = cell_of_ref(cell.get_value());
                 if matches!(&current, Some((cr, _)) if *cr != r) {
                     let (cr, cells) = current.take().expect("current row");
+                    width = width.max(cells.len());
                     if emit(cr, cells, &mut f).is_break() {
                         return Ok(announced);
                     }
                 }
-                let (_, cells) = current.get_or_insert_with(|| (r, Vec::new()));
+                let (_, cells) = current.get_or_insert_with(|| (r, Vec::with_capacity(width)));
                 let c = c as usize;
                 if c >= 16_384 {
                     continue; // beyond Excel's last column: ignore
