@@ -136,9 +136,10 @@ const BATCH: usize = 500;
 ///
 /// Three stages run at once: this task reads the rows, a converter thread turns each body into
 /// its worksheet cells (read straight into the canonical type, numbers opened and masked there,
-/// see [`crate::typed_pii`]), and a writer thread only writes cells. Measured on 100,000
-/// petitions, the conversion was half of the single writer thread's time; the workbook's
-/// compression at save still runs alone, at the end (rust_xlsxwriter has no knob for it).
+/// see [`crate::typed_pii`]), and a writer thread only writes cells. With conversion and
+/// writing on one thread, 100,000 petitions took 30-34 % longer (BENCHMARKS.md, 2026-12-04);
+/// the workbook's compression at save still runs alone, at the end (rust_xlsxwriter 0.96 has
+/// no setting for its level).
 pub async fn write(
     store: &Store,
     ring: std::sync::Arc<KeyRing>,
