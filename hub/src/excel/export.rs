@@ -3,9 +3,9 @@
 //! The rows use the import template's columns (codes as `code 名称`), so an export can be
 //! edited and imported again; three columns follow: 平台编号 (hub id), 状态, 接收时间.
 //! Identity and phone numbers are opened and then masked unless the caller holds `pii:read`.
-//! Records are read in one streaming query (no pages), converted to rows on one blocking thread
-//! and written by another in rust_xlsxwriter's constant-memory mode into an unlinked temporary file, which the response
-//! then streams: memory stays flat whatever the row count.
+//! Records are read in one streaming query (no pages), converted to rows on one blocking
+//! thread and written by another in rust_xlsxwriter's constant-memory mode into an unlinked
+//! temporary file, which the response then streams: memory stays flat whatever the row count.
 
 use std::io::{Seek, SeekFrom};
 
