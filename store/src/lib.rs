@@ -128,7 +128,18 @@ const WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// SQLite page cache of each read connection, KiB.
 const READER_CACHE_KIB: u32 = 1024;
 
-async fn pool(backend: Backend, url: &str, connections: u32, cache_kib: u32) -> Result<AnyPool> {
+/// Which side of the store a pool serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+async fn pool(backend: Backend, url: &str, connections: u32, role: Role) -> Result<AnyPool> {
+    let cache_kib = match role {
+        Role::Writer => WRITER_CACHE_KIB,
+        Role::Reader => READER_CACHE_KIB,
+    };
     let pool = AnyPoolOptions::new()
         .max_connections(connections)
         .min_connections(1)
@@ -154,10 +165,14 @@ async fn pool(backend: Backend, url: &str, connections: u32, cache_kib: u32) -> 
                         // more there (the OS caches the file anyway).
                         conn.execute(format!("PRAGMA cache_size=-{cache_kib}").as_str())
                             .await?;
-                        // Statement journals (the undo of one statement inside a group's
-                        // transaction) stay in memory: on disk they were a third of the
-                        // writer's write calls, for data no one ever reads after a commit.
-                        conn.execute("PRAGMA temp_store=MEMORY").await?;
+                        // The writer's statement journals (the undo of one statement inside a
+                        // group's transaction) stay in memory: on disk they were a third of its
+                        // write calls, for data no one reads after the commit. Readers keep
+                        // temporary files on disk: a large sort (an export filtered off its
+                        // index) must spill to disk, not grow the process.
+                        if role == Role::Writer {
+                            conn.execute("PRAGMA temp_store=MEMORY").await?;
+                        }
                         conn.execute("PRAGMA foreign_keys=ON").await?;
                     }
                     Backend::Postgres => {
@@ -191,7 +206,7 @@ impl Store {
             Backend::Sqlite => sqlite_url_with_create(&opts.url),
             Backend::Postgres => opts.url.clone(),
         };
-        let write = pool(backend, &url, 1, WRITER_CACHE_KIB).await?;
+        let write = pool(backend, &url, 1, Role::Writer).await?;
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -200,13 +215,7 @@ impl Store {
             .run(&write)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let read = pool(
-            backend,
-            &url,
-            opts.read_connections.max(1),
-            READER_CACHE_KIB,
-        )
-        .await?;
+        let read = pool(backend, &url, opts.read_connections.max(1), Role::Reader).await?;
         let (tx, rx) = mpsc::channel(opts.max_batch * 8);
         let activity = Activity::default();
         tokio::spawn(writer::run(
