@@ -481,6 +481,15 @@ fn shape_rows(remaining: usize, width: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
+/// `chunk` (not empty) followed by copies of its last item up to `len` items: an IN list padded
+/// to one of few shapes (a repeated item changes nothing in an IN list).
+fn padded_to<T>(chunk: &[T], len: usize) -> impl Iterator<Item = &T> {
+    let last = &chunk[chunk.len() - 1];
+    chunk
+        .iter()
+        .chain(std::iter::repeat_n(last, len.saturating_sub(chunk.len())))
+}
+
 /// A statement whose text is used once (values formatted into it, such as a list of row ids):
 /// not kept in the connection's statement cache, where it would only push out the statements
 /// that are used again.
@@ -880,10 +889,7 @@ async fn ingest_batch(
         push_tuples(&mut sql, padded, 3);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for (k, s, i) in chunk.iter().chain(std::iter::repeat_n(
-            &chunk[chunk.len() - 1],
-            padded - chunk.len(),
-        )) {
+        for (k, s, i) in padded_to(chunk, padded) {
             q = q.bind(k.as_str()).bind(s.as_str()).bind(i.as_str());
         }
         for row in q.fetch_all(&mut **tx).await? {
@@ -913,10 +919,7 @@ async fn ingest_batch(
         push_tuples(&mut sql, padded, 4);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for it in chunk.iter().chain(std::iter::repeat_n(
-            &chunk[chunk.len() - 1],
-            padded - chunk.len(),
-        )) {
+        for it in padded_to(chunk, padded) {
             q = q
                 .bind(it.kind.as_str())
                 .bind(it.source_system.as_str())

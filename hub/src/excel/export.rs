@@ -209,20 +209,16 @@ fn convert(
         let mut lines = Vec::with_capacity(batch.len());
         for raw in batch {
             let cells = match kind {
-                RecordKind::Petition => serde_json::from_str::<Petition>(&raw.body)
-                    .map_err(|e| ("ExportDecodeError", e.to_string()))
-                    .and_then(|mut p| {
-                        crate::typed_pii::open_petition(ring, &mut p, mask)
-                            .map_err(|e| ("ExportOpenError", e.to_string()))?;
-                        Ok(petition_to_cells(&p, tables))
-                    }),
-                RecordKind::Workorder => serde_json::from_str::<WorkOrder>(&raw.body)
-                    .map_err(|e| ("ExportDecodeError", e.to_string()))
-                    .and_then(|mut w| {
-                        crate::typed_pii::open_workorder(ring, &mut w, mask)
-                            .map_err(|e| ("ExportOpenError", e.to_string()))?;
-                        Ok(workorder_to_cells(&w, tables))
-                    }),
+                RecordKind::Petition => cells_of::<Petition>(
+                    &raw.body,
+                    |p| crate::typed_pii::open_petition(ring, p, mask),
+                    |p| petition_to_cells(p, tables),
+                ),
+                RecordKind::Workorder => cells_of::<WorkOrder>(
+                    &raw.body,
+                    |w| crate::typed_pii::open_workorder(ring, w, mask),
+                    |w| workorder_to_cells(w, tables),
+                ),
             };
             let cells = match cells {
                 Ok(cells) => cells,
@@ -246,6 +242,19 @@ fn convert(
             return;
         }
     }
+}
+
+/// One stored body as worksheet cells: read into its canonical type, personal numbers opened
+/// (and masked) by `open`, then converted. The error names what failed, for the log.
+fn cells_of<T: serde::de::DeserializeOwned>(
+    body: &str,
+    open: impl FnOnce(&mut T) -> Result<(), xfhub_security::SealError>,
+    to_cells: impl FnOnce(&T) -> Vec<Cell>,
+) -> Result<Vec<Cell>, (&'static str, String)> {
+    let mut doc: T =
+        serde_json::from_str(body).map_err(|e| ("ExportDecodeError", e.to_string()))?;
+    open(&mut doc).map_err(|e| ("ExportOpenError", e.to_string()))?;
+    Ok(to_cells(&doc))
 }
 
 /// The writer stage: cells into the worksheet, then the workbook into a temporary file.
