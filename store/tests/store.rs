@@ -19,7 +19,7 @@ use xfhub_store::{
 
 use common::{
     ingest_new, ingest_petitions, petition_item, postgres_store_with, run_case,
-    sample_petition_item, sample_workorder_item,
+    sample_petition_item, sample_workorder_item, value_of,
 };
 
 backend_tests!(
@@ -147,7 +147,7 @@ async fn case_ingest_creates_record_change_and_outbox(store: Store) {
     assert_eq!(stored.status, petition.status().as_str());
     assert_eq!(stored.received_at, receipt.received_at);
     assert_eq!(stored.updated_at, receipt.received_at);
-    assert_eq!(stored.data, item.data);
+    assert_eq!(stored.data, value_of(&item.data));
     let back: Petition = serde_json::from_value(stored.data.clone()).unwrap();
     assert_eq!(back, petition);
     let by_source = store
@@ -298,7 +298,8 @@ async fn case_ingest_same_version_other_content_conflicts(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        stored.data, item.data,
+        stored.data,
+        value_of(&item.data),
         "the conflicting content is not stored"
     );
     assert_eq!(changes(&store).await, changes_before);
@@ -335,7 +336,7 @@ async fn case_ingest_higher_version_updates_lower_is_stale(store: Store) {
         .unwrap();
     assert_eq!(stored.version, 3);
     assert_eq!(stored.status, "concluded");
-    assert_eq!(stored.data, v3_item.data);
+    assert_eq!(stored.data, value_of(&v3_item.data));
     assert_eq!(
         stored.received_at, created.received_at,
         "first receipt time"

@@ -230,6 +230,11 @@ pub fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
+/// The document of an ingest item, parsed.
+pub fn value_of(data: &serde_json::value::RawValue) -> serde_json::Value {
+    serde_json::from_str(data.get()).expect("an item's data is JSON")
+}
+
 /// The ingest item the hub would build for a validated petition.
 pub fn petition_item(p: &Petition) -> IngestItem {
     let json = serde_json::to_string(p).expect("petition serializes");
