@@ -283,20 +283,22 @@ fn write_book(
     for lines in rx {
         for line in lines {
             r += 1;
-            for (c, cell) in line.cells.iter().enumerate() {
+            // The worksheet keeps each string it is given: hand over the converter's strings
+            // instead of copies (a copy, and its free, per cell of the sheet).
+            for (c, cell) in line.cells.into_iter().enumerate() {
                 match cell {
                     Cell::Text(s) if !s.is_empty() => {
                         ws.write_string(r, c as u16, s)?;
                     }
                     Cell::Number(n) => {
-                        ws.write_number(r, c as u16, *n)?;
+                        ws.write_number(r, c as u16, n)?;
                     }
                     _ => {}
                 }
             }
-            ws.write_string(r, base, &line.id)?;
-            ws.write_string(r, base + 1, &line.status)?;
-            ws.write_string(r, base + 2, &line.received_at)?;
+            ws.write_string(r, base, line.id)?;
+            ws.write_string(r, base + 1, line.status)?;
+            ws.write_string(r, base + 2, line.received_at)?;
         }
     }
     let mut file = tempfile::tempfile()?;
