@@ -63,7 +63,8 @@ pub struct IngestItem {
     pub occurred_on: String,
     /// Canonical payload (`Petition` or `WorkOrder`), sealed, as JSON text: the record's body
     /// and its message's data. Serialized by whoever builds the item, not by the writer, whose
-    /// thread every commit waits for (serializing there was a sixth of its time in an import).
+    /// thread every commit waits for (serializing and freeing documents there held up every
+    /// commit of an import).
     pub data: Box<RawValue>,
     /// Correlation id of the inbound request, carried by the message.
     pub correlation_id: Option<Uuid>,
