@@ -31,7 +31,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{hmac_sm3, keyed_hmac, HmacSm3};
+use crate::hmac_sm3;
 
 /// Length in bytes of every key of the ring.
 pub const KEY_LEN: usize = 32;
@@ -48,8 +48,6 @@ pub(crate) struct KeyMaterial {
     pub(crate) enc: [u8; 16],
     /// MAC key: HMAC-SM3(raw, "xfhub-mac").
     pub(crate) mac: [u8; 32],
-    /// HMAC state keyed with `mac`.
-    pub(crate) mac_state: HmacSm3,
 }
 
 impl KeyMaterial {
@@ -59,12 +57,7 @@ impl KeyMaterial {
         enc.copy_from_slice(&e[..16]);
         e.zeroize();
         let mac = hmac_sm3(&raw, &[b"xfhub-mac"]);
-        Self {
-            raw,
-            enc,
-            mac,
-            mac_state: keyed_hmac(&mac),
-        }
+        Self { raw, enc, mac }
     }
 
     fn random() -> Self {
@@ -92,8 +85,6 @@ pub struct KeyRing {
     active: String,
     pub(crate) keys: BTreeMap<String, KeyMaterial>,
     pub(crate) blind: Zeroizing<[u8; KEY_LEN]>,
-    /// HMAC state keyed with `blind`.
-    pub(crate) blind_state: HmacSm3,
 }
 
 impl fmt::Debug for KeyRing {
@@ -178,7 +169,6 @@ impl KeyRing {
         KeyRing {
             active: "k1".into(),
             keys,
-            blind_state: keyed_hmac(blind.as_ref()),
             blind,
         }
     }
@@ -282,7 +272,6 @@ impl KeyRing {
             (Some(active), Some(blind)) if problems.is_empty() => Ok(KeyRing {
                 active,
                 keys,
-                blind_state: keyed_hmac(blind.as_ref()),
                 blind,
             }),
             _ => Err(KeyError::Invalid(problems)),

@@ -54,20 +54,8 @@ pub(crate) type HmacSm3 = Hmac<Sm3>;
 
 /// Raw HMAC-SM3 of the concatenation of `parts`.
 pub(crate) fn hmac_sm3(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    hmac_sm3_keyed(&keyed_hmac(key), parts)
-}
-
-/// An HMAC-SM3 state with `key` absorbed (its inner and outer pad blocks already hashed).
-pub(crate) fn keyed_hmac(key: &[u8]) -> HmacSm3 {
     // HMAC accepts keys of any length, so this cannot fail.
-    <HmacSm3 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-/// Raw HMAC-SM3 of the concatenation of `parts` under a state made by [`keyed_hmac`]: a copy
-/// of the state skips the two pad blocks a fresh key costs, half the hashing of the short
-/// values (seal tags, blind indexes) an import computes several of per row.
-pub(crate) fn hmac_sm3_keyed(keyed: &HmacSm3, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = keyed.clone();
+    let mut mac = <HmacSm3 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     for p in parts {
         mac.update(p);
     }

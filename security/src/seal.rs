@@ -27,7 +27,7 @@ use ctr::cipher::{KeyIvInit, StreamCipher};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::hmac_sm3_keyed;
+use crate::hmac_sm3;
 use crate::keys::{KeyMaterial, KeyRing};
 
 type Sm4Ctr = ctr::Ctr128BE<sm4::Sm4>;
@@ -75,10 +75,7 @@ fn split_sealed(s: &str) -> Option<(&str, &str)> {
 fn tag(key: &KeyMaterial, id: &str, iv: &[u8], ct: &[u8]) -> [u8; TAG_LEN] {
     // Key ids are at most 32 bytes (checked on load and on parse), so one length byte suffices.
     let id_len = [u8::try_from(id.len()).unwrap_or(u8::MAX)];
-    hmac_sm3_keyed(
-        &key.mac_state,
-        &[b"enc:v1\0", &id_len, id.as_bytes(), iv, ct],
-    )
+    hmac_sm3(&key.mac, &[b"enc:v1\0", &id_len, id.as_bytes(), iv, ct])
 }
 
 impl KeyRing {
@@ -162,8 +159,8 @@ impl KeyRing {
     /// HMAC-SM3(blind-index key, `field` | 0x00 | `normalized_value`). The same value under
     /// two fields gives two unrelated tokens. Stable across data-key rotations.
     pub fn blind_index(&self, field: &str, normalized_value: &str) -> String {
-        hex::encode(hmac_sm3_keyed(
-            &self.blind_state,
+        hex::encode(hmac_sm3(
+            self.blind.as_ref(),
             &[field.as_bytes(), &[0u8], normalized_value.as_bytes()],
         ))
     }
@@ -171,7 +168,7 @@ impl KeyRing {
     /// Lowercase hex HMAC-SM3(blind-index key, `data`): idempotency digest of documents that
     /// contain personal data. Stable across data-key rotations.
     pub fn keyed_digest(&self, data: &[u8]) -> String {
-        hex::encode(hmac_sm3_keyed(&self.blind_state, &[data]))
+        hex::encode(hmac_sm3(self.blind.as_ref(), &[data]))
     }
 }
 
