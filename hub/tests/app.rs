@@ -361,7 +361,7 @@ async fn end_to_end(t: T) {
 
     // It entered the bus as petition.received from source app, and the dispatch module took it.
     let rows = Stmt::new(
-        "SELECT message_id, envelope FROM outbox WHERE message_type = 'petition.received'",
+        "SELECT message_id, envelope FROM outbox_messages WHERE message_type = 'petition.received'",
     )
     .query()
     .fetch_all(t.hub.state.store.reader())
@@ -1233,7 +1233,7 @@ fn notice(title: &str, division: &str) -> Value {
 
 async fn notification_recipients(t: &T, notice_id: &str) -> Vec<String> {
     let rows = Stmt::new(
-        "SELECT envelope FROM outbox WHERE message_type = 'notification.requested' ORDER BY seq",
+        "SELECT envelope FROM outbox_messages WHERE message_type = 'notification.requested' ORDER BY seq",
     )
     .query()
     .fetch_all(t.hub.state.store.reader())

@@ -546,7 +546,7 @@ async fn write_back_stores_a_process_event_and_publishes_petition_updated() {
     );
 
     // One petition.updated (the record) and one process_event.recorded (the event) in the outbox.
-    let rows = sqlx::query("SELECT message_type, envelope FROM outbox ORDER BY seq")
+    let rows = sqlx::query("SELECT message_type, envelope FROM outbox_messages ORDER BY seq")
         .fetch_all(t.hub.state.store.reader())
         .await
         .expect("outbox");

@@ -76,7 +76,7 @@ async fn ingest(t: &T, p: &Petition) -> Envelope<Value> {
 }
 
 async fn envelope_of(t: &T, message_id: &str) -> Envelope<Value> {
-    let row = Stmt::new("SELECT envelope FROM outbox WHERE message_id = $1")
+    let row = Stmt::new("SELECT envelope FROM outbox_messages WHERE message_id = $1")
         .bind(message_id)
         .query()
         .fetch_one(t.store.reader())
@@ -122,12 +122,13 @@ async fn put_words(t: &T, words: &[(&str, &str, Option<&str>)]) {
 }
 
 async fn published(t: &T, message_type: &str) -> Vec<Envelope<Value>> {
-    let rows = Stmt::new("SELECT envelope FROM outbox WHERE message_type = $1 ORDER BY seq")
-        .bind(message_type)
-        .query()
-        .fetch_all(t.store.reader())
-        .await
-        .unwrap();
+    let rows =
+        Stmt::new("SELECT envelope FROM outbox_messages WHERE message_type = $1 ORDER BY seq")
+            .bind(message_type)
+            .query()
+            .fetch_all(t.store.reader())
+            .await
+            .unwrap();
     rows.iter()
         .map(|r| serde_json::from_str(&r.try_get::<String, _>("envelope").unwrap()).unwrap())
         .collect()

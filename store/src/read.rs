@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::writer::OUTBOX_ENVELOPE;
 use crate::{from_ms, parse_uuid, RecordKind, Result, Store};
 
 /// A stored record with its bookkeeping, canonical data as JSON.
@@ -239,14 +240,16 @@ impl Store {
     /// Like [`Store::outbox_unsent`], only rows after sequence `after` (the relay skips the
     /// rows whose publish it has started and not finished).
     pub async fn outbox_unsent_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT seq, message_id, message_type, routing_key, envelope FROM outbox \
-             WHERE sent_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .bind(after)
-        .fetch_all(&self.read)
-        .await?;
+        let sql = format!(
+            "SELECT o.seq, o.message_id, o.message_type, o.routing_key, {OUTBOX_ENVELOPE} AS envelope \
+             FROM outbox o LEFT JOIN records r ON r.id = o.body_record \
+             WHERE o.sent_at IS NULL AND o.seq > $2 ORDER BY o.seq LIMIT $1",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .bind(after)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {

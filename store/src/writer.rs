@@ -853,13 +853,75 @@ fn outbox_row<T: Serialize>(envelope: &Envelope<T>, now: i64) -> Result<Vec<Arg<
         Arg::Owned(envelope.routing_key()),
         Arg::Owned(serde_json::to_string(envelope)?),
         Arg::Int(now),
+        Arg::OptText(None),
+        Arg::OptInt(None),
     ])
 }
 
-const OUTBOX_INSERT: &str =
-    "INSERT INTO outbox (message_id, message_type, routing_key, envelope, created_at)";
+/// The outbox row of a record version's message that borrows the record's body (migration
+/// 0011): the envelope is stored without the document, which readers splice back in from
+/// `records.body` (see [`OUTBOX_ENVELOPE`]).
+fn borrowing_outbox_row(
+    envelope: &Envelope<Record<&RawValue>>,
+    now: i64,
+) -> Result<Vec<Arg<'static>>> {
+    // The document is the last value of the envelope (`payload` is the envelope's last field,
+    // `data` the record's): serialized with `null` in its place, the text ends `null}}`.
+    let placeholder = Envelope {
+        message_id: envelope.message_id,
+        message_type: envelope.message_type.clone(),
+        source_system: envelope.source_system.clone(),
+        correlation_id: envelope.correlation_id,
+        causation_id: envelope.causation_id,
+        occurred_at: envelope.occurred_at,
+        division: envelope.division.clone(),
+        schema_version: envelope.schema_version,
+        payload: Record {
+            data: RawValue::NULL,
+            ..envelope.payload.clone()
+        },
+    };
+    let mut text = serde_json::to_string(&placeholder)?;
+    let Some(before) = text.strip_suffix("null}}").map(str::len) else {
+        return Err(StoreError::Corrupt(
+            "envelope does not end with its record's data".into(),
+        ));
+    };
+    let body_at = text[..before].chars().count() as i64;
+    text.replace_range(before..before + 4, "");
+    Ok(vec![
+        Arg::Owned(envelope.message_id.to_string()),
+        Arg::Owned(envelope.message_type.clone()),
+        Arg::Owned(envelope.routing_key()),
+        Arg::Owned(text),
+        Arg::Int(now),
+        Arg::Owned(envelope.payload.id.to_string()),
+        Arg::OptInt(Some(body_at)),
+    ])
+}
+
+const OUTBOX_INSERT: &str = "INSERT INTO outbox (message_id, message_type, routing_key, envelope, \
+     created_at, body_record, body_at)";
+
+/// An outbox row's whole envelope, over `outbox o LEFT JOIN records r ON r.id = o.body_record`:
+/// a row that borrows its record's body gets it spliced back in (migration 0011, whose
+/// `outbox_messages` view has the same expression). `body_at` counts characters, as `substr`
+/// does on both backends.
+pub(crate) const OUTBOX_ENVELOPE: &str = "CASE WHEN o.body_record IS NULL THEN o.envelope \
+     ELSE substr(o.envelope, 1, CAST(o.body_at AS INTEGER)) || r.body \
+     || substr(o.envelope, CAST(o.body_at AS INTEGER) + 1) END";
 
 type SourceKey = (String, String, String);
+
+/// The final state of a record a group writes: the item it comes from, its hub id, first
+/// receipt time, whether it existed before the group, and the message that borrows its body.
+struct Final {
+    idx: usize,
+    id: Uuid,
+    received_at: i64,
+    existed: bool,
+    message_id: Uuid,
+}
 
 /// Ingests a group of records: two look-ups for the whole group, then one statement per table.
 /// Items are decided in order, so a repeat or a newer version of a record earlier in the same
@@ -958,10 +1020,12 @@ async fn ingest_batch(
     // Final state of each record written by this group, and whether it existed before: slots
     // in decision order, the superseded ones emptied, and where each key's slot is (a linear
     // search here was quadratic in the group: 2 % of a 1,000-row import batch).
-    let mut finals: Vec<Option<(usize, Uuid, i64, bool)>> = Vec::new();
+    let mut finals: Vec<Option<Final>> = Vec::new();
     let mut final_of: std::collections::HashMap<SourceKey, usize> = Default::default();
     let mut changes = Vec::new();
-    let mut outbox = Vec::new();
+    // Messages in decision order, each with its record's slot in `finals`: a message whose
+    // record version is still final when the group is decided borrows the record's body.
+    let mut messages = Vec::new();
     let mut versions = Vec::new();
     for (idx, it) in items.iter().enumerate() {
         if it.nonce.is_some() {
@@ -993,11 +1057,11 @@ async fn ingest_batch(
             None => (Uuid::now_v7(), now, ReceiptStatus::Created),
         };
         let existed_before = match final_of.get(&k).and_then(|&p| finals[p].take()) {
-            Some(superseded) => superseded.3,
+            Some(superseded) => superseded.existed,
             None => current.contains_key(&k),
         };
-        final_of.insert(k.clone(), finals.len());
-        finals.push(Some((idx, id, received_at, existed_before)));
+        let slot = finals.len();
+        final_of.insert(k.clone(), slot);
         current.insert(k.clone(), (id, it.version, received_at));
 
         let seq = state.next_seq(tx).await?;
@@ -1014,7 +1078,8 @@ async fn ingest_batch(
             Arg::Int(it.version),
             Arg::Int(now),
         ]);
-        // The same text is the record's body and the data of its message.
+        // The record's body is the data of its message (which borrows it from the record
+        // unless a later version in this group supersedes it: see `borrowing_outbox_row`).
         let body = &it.data;
         let record = Record {
             id,
@@ -1030,7 +1095,15 @@ async fn ingest_batch(
         if let Some(c) = it.correlation_id {
             envelope.correlation_id = c;
         }
-        outbox.push(outbox_row(&envelope, now)?);
+        finals.push(Some(Final {
+            idx,
+            id,
+            received_at,
+            existed: existed_before,
+            message_id: envelope.message_id,
+        }));
+        let message_id = envelope.message_id;
+        messages.push((slot, envelope));
         let receipt = Receipt {
             id,
             kind: kind.to_owned(),
@@ -1038,7 +1111,7 @@ async fn ingest_batch(
             source_id: it.source_id.clone(),
             version: it.version,
             status,
-            message_id: envelope.message_id,
+            message_id,
             change_seq: seq,
             received_at: from_ms(now),
         };
@@ -1058,16 +1131,32 @@ async fn ingest_batch(
         });
     }
 
+    // A message superseded within the group keeps its own copy of the document: the record
+    // will hold the later version's body.
+    let outbox = messages
+        .iter()
+        .map(|(slot, envelope)| match finals[*slot] {
+            Some(_) => borrowing_outbox_row(envelope, now),
+            None => outbox_row(envelope, now),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut inserts = Vec::new();
-    let finals: Vec<(usize, Uuid, i64, bool)> = finals.into_iter().flatten().collect();
-    for (idx, id, received_at, existed) in &finals {
-        let it = items[*idx];
+    let finals: Vec<Final> = finals.into_iter().flatten().collect();
+    for &Final {
+        idx,
+        id,
+        received_at,
+        existed,
+        message_id,
+    } in &finals
+    {
+        let it = items[idx];
         let body = it.data.get();
-        if *existed {
+        if existed {
             sqlx::query(
                 "UPDATE records SET version = $1, division = $2, form = $3, purpose = $4, \
-                 content_class = $5, status = $6, occurred_on = $7, body = $8, updated_at = $9 \
-                 WHERE id = $10",
+                 content_class = $5, status = $6, occurred_on = $7, body = $8, updated_at = $9, \
+                 body_message = $10 WHERE id = $11",
             )
             .bind(it.version)
             .bind(&it.division)
@@ -1078,6 +1167,7 @@ async fn ingest_batch(
             .bind(&it.occurred_on)
             .bind(body)
             .bind(now)
+            .bind(message_id.to_string())
             .bind(id.to_string())
             .execute(&mut **tx)
             .await?;
@@ -1095,15 +1185,16 @@ async fn ingest_batch(
                 Arg::Text(&it.status),
                 Arg::Text(&it.occurred_on),
                 Arg::Text(body),
-                Arg::Int(*received_at),
+                Arg::Int(received_at),
                 Arg::Int(now),
+                Arg::Owned(message_id.to_string()),
             ]);
         }
     }
     insert_rows(
         tx,
         "INSERT INTO records (id, kind, source_system, source_id, version, division, form, purpose, \
-         content_class, status, occurred_on, body, received_at, updated_at)",
+         content_class, status, occurred_on, body, received_at, updated_at, body_message)",
         "",
         &inserts,
     )
@@ -1127,8 +1218,8 @@ async fn ingest_batch(
     // Blind index: the personal data of each record as it now stands.
     let replaced: Vec<String> = finals
         .iter()
-        .filter(|f| f.3)
-        .map(|f| format!("'{}'", f.1))
+        .filter(|f| f.existed)
+        .map(|f| format!("'{}'", f.id))
         .collect();
     if !replaced.is_empty() {
         // Hub-made UUIDs only: formatting them into the statement cannot inject anything.
@@ -1140,8 +1231,8 @@ async fn ingest_batch(
         .await?;
     }
     let mut blind = Vec::new();
-    for (idx, id, _, _) in &finals {
-        for (field, digest) in &items[*idx].blind {
+    for &Final { idx, id, .. } in &finals {
+        for (field, digest) in &items[idx].blind {
             blind.push(vec![
                 Arg::Text(field),
                 Arg::Text(digest),
@@ -1369,17 +1460,19 @@ fn leased(row: &AnyRow, queue: &str) -> Result<LeasedMessage> {
 
 async fn lease(tx: &mut Tx, req: &LeaseRequest) -> Result<Vec<LeasedMessage>> {
     let now = now_ms();
-    let rows = sqlx::query(
-        "SELECT q.id, q.message_id, COALESCE(q.envelope, o.envelope) AS envelope, q.attempts \
+    let sql = format!(
+        "SELECT q.id, q.message_id, COALESCE(q.envelope, {OUTBOX_ENVELOPE}) AS envelope, q.attempts \
          FROM bus_queue q LEFT JOIN outbox o ON o.message_id = q.message_id \
+         LEFT JOIN records r ON r.id = o.body_record \
          WHERE q.queue = $1 AND q.available_at <= $2 AND (q.lease_until IS NULL OR q.lease_until < $2) \
          ORDER BY q.available_at, q.id LIMIT $3",
-    )
-    .bind(&req.queue)
-    .bind(now)
-    .bind(req.max as i64)
-    .fetch_all(&mut **tx)
-    .await?;
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&req.queue)
+        .bind(now)
+        .bind(req.max as i64)
+        .fetch_all(&mut **tx)
+        .await?;
     let out = rows
         .iter()
         .map(|r| leased(r, &req.queue))

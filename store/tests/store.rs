@@ -27,6 +27,7 @@ backend_tests!(
     case_ingest_repeat_returns_first_receipt,
     case_ingest_same_version_other_content_conflicts,
     case_ingest_higher_version_updates_lower_is_stale,
+    case_outbox_message_borrows_its_records_body,
     case_change_log_strictly_increasing_under_concurrency,
     case_list_records_filters,
     case_list_records_cursor_paging,
@@ -404,6 +405,165 @@ async fn case_ingest_higher_version_updates_lower_is_stale(store: Store) {
             .unwrap()
             .version,
         3
+    );
+}
+
+/// The stored outbox row of `message_id`: (envelope as stored, record whose body it borrows).
+async fn outbox_row_as_stored(store: &Store, message_id: &str) -> (String, Option<String>) {
+    let row = sqlx::query("SELECT envelope, body_record FROM outbox WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    (row.get("envelope"), row.get("body_record"))
+}
+
+/// The whole envelope of every unsent message, by message id, as the relay reads it; checked
+/// against the `outbox_messages` view operators and tests query.
+async fn unsent_envelopes(store: &Store) -> Vec<(String, Envelope<Record<Petition>>)> {
+    let rows = store.outbox_unsent(100).await.unwrap();
+    let mut out = Vec::new();
+    for r in rows {
+        let view: String =
+            sqlx::query("SELECT envelope FROM outbox_messages WHERE message_id = $1")
+                .bind(&r.message_id)
+                .fetch_one(store.reader())
+                .await
+                .unwrap()
+                .get("envelope");
+        assert_eq!(
+            view, r.envelope,
+            "the view and the relay read the same text"
+        );
+        out.push((r.message_id, serde_json::from_str(&r.envelope).unwrap()));
+    }
+    out
+}
+
+async fn case_outbox_message_borrows_its_records_body(store: Store) {
+    // Non-ASCII text before the document (the source system here) checks that the splice
+    // counts characters, not bytes, on both backends.
+    let mut v1 = sample_petition(11);
+    v1.source.system = "省信访信息系统".to_owned();
+    let created = ingest_new(&store, petition_item(&v1)).await;
+    let m1 = created.message_id.to_string();
+
+    // Stored without the document, which the relay reads back in full.
+    let body_len = serde_json::to_string(&v1).unwrap().len();
+    let (stored, borrows) = outbox_row_as_stored(&store, &m1).await;
+    assert_eq!(borrows, Some(created.id.to_string()));
+    assert!(
+        stored.len() < body_len,
+        "the stored envelope ({} bytes) holds no copy of the {body_len}-byte document",
+        stored.len()
+    );
+    let all = unsent_envelopes(&store).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.source_system, v1.source.system);
+    assert_eq!(all[0].1.payload.data, v1);
+
+    // Routed into an embedded-bus queue, where the message is read from the outbox too.
+    let rows = store.outbox_unsent(100).await.unwrap();
+    store
+        .enqueue(
+            vec![rows[0].seq],
+            vec![("q".to_owned(), m1.clone(), rows[0].envelope.clone())],
+            vec![],
+        )
+        .await
+        .unwrap();
+
+    // A later version rewrites the record's body: the earlier message keeps its document.
+    let mut v2 = v1.clone();
+    v2.source.version = 2;
+    v2.handling.concluded = true;
+    let updated = match store.ingest(petition_item(&v2)).await.unwrap() {
+        IngestOutcome::Updated(r) => r,
+        other => panic!("expected Updated, got {other:?}"),
+    };
+    let m2 = updated.message_id.to_string();
+    let (_, borrows) = outbox_row_as_stored(&store, &m1).await;
+    assert_eq!(borrows, None, "given its own copy before the body changed");
+    let leased = store.lease("q", 10, 60_000).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    let env: Envelope<Record<Petition>> = serde_json::from_str(&leased[0].envelope).unwrap();
+    assert_eq!(env.payload.version, 1);
+    assert_eq!(env.payload.data, v1);
+    assert_eq!(
+        outbox_row_as_stored(&store, &m2).await.1,
+        Some(created.id.to_string())
+    );
+    let all = unsent_envelopes(&store).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0, m2);
+    assert_eq!(all[0].1.payload.data, v2);
+
+    // Two versions decided in one group: the superseded one holds its own copy.
+    let mut v3 = v2.clone();
+    v3.source.version = 3;
+    v3.appeal.summary.push_str("（补充）");
+    let mut v4 = v3.clone();
+    v4.source.version = 4;
+    v4.appeal.summary.push_str("（再补充）");
+    let out = store
+        .transact(Txn {
+            ingests: vec![petition_item(&v3), petition_item(&v4)],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = out
+        .ingests
+        .iter()
+        .map(|o| match o {
+            IngestOutcome::Updated(r) => r.message_id.to_string(),
+            other => panic!("expected Updated, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(outbox_row_as_stored(&store, &m2).await.1, None);
+    assert_eq!(outbox_row_as_stored(&store, &ids[0]).await.1, None);
+    assert_eq!(
+        outbox_row_as_stored(&store, &ids[1]).await.1,
+        Some(created.id.to_string())
+    );
+    let all = unsent_envelopes(&store).await;
+    let data: Vec<(&str, &Petition)> = all
+        .iter()
+        .map(|(id, e)| (id.as_str(), &e.payload.data))
+        .collect();
+    assert_eq!(
+        data,
+        vec![
+            (m2.as_str(), &v2),
+            (ids[0].as_str(), &v3),
+            (ids[1].as_str(), &v4)
+        ]
+    );
+
+    // Any other write of the body (a feature's own statement, a key rotation) is covered by
+    // the database, not by the writer: the borrowing message gets the body it had.
+    let mut v4_handled = v4.clone();
+    v4_handled.handling.concluded = false;
+    store
+        .transact(Txn {
+            statements: vec![Stmt::new("UPDATE records SET body = $1 WHERE id = $2")
+                .bind(serde_json::to_string(&v4_handled).unwrap())
+                .bind(created.id.to_string())],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(outbox_row_as_stored(&store, &ids[1]).await.1, None);
+    let all = unsent_envelopes(&store).await;
+    assert_eq!(all[2].1.payload.data, v4);
+    assert_eq!(
+        store
+            .get_record(RecordKind::Petition, created.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        serde_json::to_value(&v4_handled).unwrap()
     );
 }
 

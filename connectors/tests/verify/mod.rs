@@ -24,7 +24,7 @@ pub async fn stored(store: &Store, system: &str) -> BTreeMap<String, i64> {
 
 /// (source id, version) -> number of messages published for it.
 pub async fn published(store: &Store, system: &str) -> HashMap<(String, i64), usize> {
-    let rows = Stmt::new("SELECT envelope FROM outbox")
+    let rows = Stmt::new("SELECT envelope FROM outbox_messages")
         .query()
         .fetch_all(store.reader())
         .await
