@@ -32,7 +32,7 @@ use xfhub_security::pii::{self, DocKind};
 use xfhub_security::sign::{
     new_app_key, new_nonce, HEADER_APP_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-use xfhub_store::{ImportErrorItem, ResealTable, Store, StoreOptions};
+use xfhub_store::{ImportErrorItem, ResealTable, Stmt, Store, StoreOptions, Txn};
 
 use common::{now_ms, Reply, TestClient, ALL_SCOPES};
 
@@ -1418,6 +1418,90 @@ impl Rng {
     }
 }
 
+/// One row in each table that keeps a personal number as a single sealed value, sealed with
+/// the hub's active key; returns each reseal column with the number in clear.
+async fn sealed_singles(t: &TestHub) -> Vec<(ResealTable, String)> {
+    let ring = t.hub.state.keys.current();
+    let (id_number, mobile) = (sample_id_number(7, "430102"), sample_mobile(7));
+    let now = now_ms();
+    let statements = vec![
+        Stmt::new(
+            "INSERT INTO key_persons (id_digest, name, id_number_sealed, mobile_sealed, \
+             division, job_id, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind("kp-digest")
+        .bind("张三")
+        .bind(ring.seal(&id_number))
+        .bind(ring.seal(&mobile))
+        .bind("430102")
+        .bind("job")
+        .bind(now),
+        Stmt::new(
+            "INSERT INTO persons (id, id_blind, id_number_sealed, mobile_sealed, seen_at, \
+             source, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $5, $5)",
+        )
+        .bind("person-1")
+        .bind("person-blind")
+        .bind(ring.seal(&id_number))
+        .bind(ring.seal(&mobile))
+        .bind(now)
+        .bind("exchange"),
+        Stmt::new(
+            "INSERT INTO app_users (id, name, id_number_sealed, id_blind, mobile_sealed, \
+             mobile_blind, address, password_hash, recovery_question, recovery_answer_hash, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind("user-1")
+        .bind("李四")
+        .bind(ring.seal(&id_number))
+        .bind("user-id-blind")
+        .bind(ring.seal(&mobile))
+        .bind("user-mobile-blind")
+        .bind("长沙市芙蓉区")
+        .bind("hash")
+        .bind("question")
+        .bind("answer")
+        .bind(now),
+        Stmt::new(
+            "INSERT INTO role_holders (id, name, role, org, mobile_sealed, mobile_masked, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind("holder-1")
+        .bind("王五")
+        .bind("handler")
+        .bind("430102")
+        .bind(ring.seal(&mobile))
+        .bind("138****0000")
+        .bind(now),
+        Stmt::new(
+            "INSERT INTO sms_recipients (message_id, phone_digest, phone_sealed, phone_masked, \
+             status) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind("sms-1")
+        .bind("phone-digest")
+        .bind(ring.seal(&mobile))
+        .bind("138****0000")
+        .bind("pending"),
+    ];
+    t.store()
+        .transact(Txn {
+            statements,
+            ..Txn::default()
+        })
+        .await
+        .expect("sealed rows stored");
+    vec![
+        (ResealTable::KeyPersonIdNumbers, id_number.clone()),
+        (ResealTable::KeyPersonMobiles, mobile.clone()),
+        (ResealTable::PersonIdNumbers, id_number.clone()),
+        (ResealTable::PersonMobiles, mobile.clone()),
+        (ResealTable::AppUserIdNumbers, id_number),
+        (ResealTable::AppUserMobiles, mobile.clone()),
+        (ResealTable::RoleHolderMobiles, mobile.clone()),
+        (ResealTable::SmsRecipientPhones, mobile),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_rotation_reseals_everything_while_reads_go_on() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -1448,6 +1532,9 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
         .await
         .expect("key ids");
     assert_eq!(in_use, BTreeSet::from([old_id.clone()]));
+    // Personal numbers the features keep as single sealed values (key persons, exchange
+    // persons, app accounts, role holders, SMS recipients), sealed as the features seal them.
+    let singles = sealed_singles(&t).await;
 
     // Rotate: a new active key; the old one stays in the ring for reading.
     let key_file = t.hub.state.keys.key_file().expect("a key file").to_owned();
@@ -1530,6 +1617,21 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
     }
     for client in t.store().list_clients().await.expect("clients") {
         assert!(client.secret_sealed.contains(&format!("enc:v1:{new_id}:")));
+    }
+    for (table, clear) in &singles {
+        let rows = t.store().reseal_scan(*table, "", 100).await.expect("scan");
+        assert_eq!(rows.len(), 1, "{}", table.name());
+        assert!(
+            rows[0].1.contains(&format!("enc:v1:{new_id}:")),
+            "{}",
+            table.name()
+        );
+        assert_eq!(
+            &ring.open(&rows[0].1).expect("opens"),
+            clear,
+            "{}",
+            table.name()
+        );
     }
 
     // Reads and look-ups still work; the blind index did not change.

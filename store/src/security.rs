@@ -52,7 +52,10 @@ pub struct AuditRow {
     pub hash: String,
 }
 
-/// Tables whose text holds sealed values, walked by key rotation.
+/// Columns whose text holds sealed values, walked by key rotation: whole JSON documents with
+/// sealed strings inside (records, messages, rejected rows) and single sealed values (the
+/// personal numbers of key persons, exchange persons, app accounts, role holders and SMS
+/// recipients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResealTable {
     Records,
@@ -60,31 +63,131 @@ pub enum ResealTable {
     BusQueue,
     DeadLetters,
     ImportErrors,
+    KeyPersonIdNumbers,
+    KeyPersonMobiles,
+    PersonIdNumbers,
+    PersonMobiles,
+    AppUserIdNumbers,
+    AppUserMobiles,
+    RoleHolderMobiles,
+    SmsRecipientPhones,
+}
+
+/// How a reseal column's rows are keyed, for paging and for compare-and-set updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResealKey {
+    /// One text column; the cursor is its value.
+    Text(&'static str),
+    /// One integer column; the cursor is its decimal value.
+    Int(&'static str),
+    /// Two text columns; the cursor is a JSON array of both values.
+    Pair(&'static str, &'static str),
 }
 
 impl ResealTable {
-    pub const ALL: [ResealTable; 5] = [
+    /// In this order: `records` before `outbox`, because rewriting a record's body gives the
+    /// outbox message borrowing it its own copy (migration 0011), which the outbox pass then
+    /// reseals.
+    pub const ALL: [ResealTable; 13] = [
         ResealTable::Records,
         ResealTable::Outbox,
         ResealTable::BusQueue,
         ResealTable::DeadLetters,
         ResealTable::ImportErrors,
+        ResealTable::KeyPersonIdNumbers,
+        ResealTable::KeyPersonMobiles,
+        ResealTable::PersonIdNumbers,
+        ResealTable::PersonMobiles,
+        ResealTable::AppUserIdNumbers,
+        ResealTable::AppUserMobiles,
+        ResealTable::RoleHolderMobiles,
+        ResealTable::SmsRecipientPhones,
     ];
 
+    /// Name of the walk, unique per column: the table's name where it has one sealed column
+    /// (the names rotation cursors were first stored under), `table.column` otherwise.
     pub fn name(self) -> &'static str {
-        self.columns().0
-    }
-
-    /// (table, key column, text column, key is an integer)
-    pub(crate) fn columns(self) -> (&'static str, &'static str, &'static str, bool) {
         match self {
-            ResealTable::Records => ("records", "id", "body", false),
-            ResealTable::Outbox => ("outbox", "seq", "envelope", true),
-            ResealTable::BusQueue => ("bus_queue", "id", "envelope", true),
-            ResealTable::DeadLetters => ("dead_letters", "id", "envelope", true),
-            ResealTable::ImportErrors => ("import_errors", "id", "raw", true),
+            ResealTable::Records => "records",
+            ResealTable::Outbox => "outbox",
+            ResealTable::BusQueue => "bus_queue",
+            ResealTable::DeadLetters => "dead_letters",
+            ResealTable::ImportErrors => "import_errors",
+            ResealTable::KeyPersonIdNumbers => "key_persons.id_number_sealed",
+            ResealTable::KeyPersonMobiles => "key_persons.mobile_sealed",
+            ResealTable::PersonIdNumbers => "persons.id_number_sealed",
+            ResealTable::PersonMobiles => "persons.mobile_sealed",
+            ResealTable::AppUserIdNumbers => "app_users.id_number_sealed",
+            ResealTable::AppUserMobiles => "app_users.mobile_sealed",
+            ResealTable::RoleHolderMobiles => "role_holders.mobile_sealed",
+            ResealTable::SmsRecipientPhones => "sms_recipients.phone_sealed",
         }
     }
+
+    /// (table, key, text column)
+    pub(crate) fn columns(self) -> (&'static str, ResealKey, &'static str) {
+        use ResealKey::{Int, Pair, Text};
+        match self {
+            ResealTable::Records => ("records", Text("id"), "body"),
+            ResealTable::Outbox => ("outbox", Int("seq"), "envelope"),
+            ResealTable::BusQueue => ("bus_queue", Int("id"), "envelope"),
+            ResealTable::DeadLetters => ("dead_letters", Int("id"), "envelope"),
+            ResealTable::ImportErrors => ("import_errors", Int("id"), "raw"),
+            ResealTable::KeyPersonIdNumbers => {
+                ("key_persons", Text("id_digest"), "id_number_sealed")
+            }
+            ResealTable::KeyPersonMobiles => ("key_persons", Text("id_digest"), "mobile_sealed"),
+            ResealTable::PersonIdNumbers => ("persons", Text("id"), "id_number_sealed"),
+            ResealTable::PersonMobiles => ("persons", Text("id"), "mobile_sealed"),
+            ResealTable::AppUserIdNumbers => ("app_users", Text("id"), "id_number_sealed"),
+            ResealTable::AppUserMobiles => ("app_users", Text("id"), "mobile_sealed"),
+            ResealTable::RoleHolderMobiles => ("role_holders", Text("id"), "mobile_sealed"),
+            ResealTable::SmsRecipientPhones => (
+                "sms_recipients",
+                Pair("message_id", "phone_digest"),
+                "phone_sealed",
+            ),
+        }
+    }
+}
+
+impl ResealKey {
+    /// `key = $n` (and `second = $n+1`) for a row's key, with the values to bind in order.
+    pub(crate) fn matching(self, first: usize, cursor: &str) -> Result<(String, Vec<KeyValue>)> {
+        Ok(match self {
+            ResealKey::Text(c) => (
+                format!("{c} = ${first}"),
+                vec![KeyValue::Text(cursor.into())],
+            ),
+            ResealKey::Int(c) => (
+                format!("{c} = ${first}"),
+                vec![KeyValue::Int(int_key(cursor)?)],
+            ),
+            ResealKey::Pair(a, b) => {
+                let (x, y) = pair_key(cursor)?;
+                (
+                    format!("{a} = ${first} AND {b} = ${}", first + 1),
+                    vec![KeyValue::Text(x), KeyValue::Text(y)],
+                )
+            }
+        })
+    }
+}
+
+/// A key value bound into a reseal statement.
+pub(crate) enum KeyValue {
+    Text(String),
+    Int(i64),
+}
+
+fn int_key(k: &str) -> Result<i64> {
+    k.parse::<i64>()
+        .map_err(|_| StoreError::Corrupt(format!("bad key {k}")))
+}
+
+fn pair_key(k: &str) -> Result<(String, String)> {
+    serde_json::from_str::<(String, String)>(k)
+        .map_err(|_| StoreError::Corrupt(format!("bad key {k}")))
 }
 
 fn client(row: &AnyRow) -> Result<ClientRecord> {
@@ -166,29 +269,61 @@ impl Store {
         after: &str,
         limit: u32,
     ) -> Result<Vec<(String, String)>> {
-        let (tbl, key, col, int_key) = table.columns();
-        let sql = format!(
-            "SELECT {key} AS k, {col} AS t FROM {tbl} WHERE {key} > $1 AND {col} IS NOT NULL ORDER BY {key} LIMIT $2"
-        );
-        let q = sqlx::query(&sql);
-        let q = if int_key {
-            q.bind(if after.is_empty() {
-                i64::MIN
-            } else {
-                after
-                    .parse::<i64>()
-                    .map_err(|_| StoreError::Corrupt(format!("bad cursor {after}")))?
-            })
-        } else {
-            q.bind(after)
+        let (tbl, key, col) = table.columns();
+        let rows = match key {
+            ResealKey::Text(k) => {
+                let sql = format!(
+                    "SELECT {k} AS k, {col} AS t FROM {tbl} WHERE {k} > $1 AND {col} IS NOT NULL ORDER BY {k} LIMIT $2"
+                );
+                sqlx::query(&sql)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            ResealKey::Int(k) => {
+                let sql = format!(
+                    "SELECT {k} AS k, {col} AS t FROM {tbl} WHERE {k} > $1 AND {col} IS NOT NULL ORDER BY {k} LIMIT $2"
+                );
+                let after = if after.is_empty() {
+                    i64::MIN
+                } else {
+                    int_key(after)?
+                };
+                sqlx::query(&sql)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            ResealKey::Pair(a, b) => {
+                // Row-value comparison (both backends), on the primary key's index.
+                let sql = format!(
+                    "SELECT {a} AS k, {b} AS k2, {col} AS t FROM {tbl} \
+                     WHERE ({a}, {b}) > ($1, $2) AND {col} IS NOT NULL ORDER BY {a}, {b} LIMIT $3"
+                );
+                let (x, y) = if after.is_empty() {
+                    (String::new(), String::new())
+                } else {
+                    pair_key(after)?
+                };
+                sqlx::query(&sql)
+                    .bind(x)
+                    .bind(y)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?
+            }
         };
-        let rows = q.bind(i64::from(limit)).fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| {
-                let k = if int_key {
-                    r.try_get::<i64, _>("k")?.to_string()
-                } else {
-                    r.try_get::<String, _>("k")?
+                let k = match key {
+                    ResealKey::Text(_) => r.try_get::<String, _>("k")?,
+                    ResealKey::Int(_) => r.try_get::<i64, _>("k")?.to_string(),
+                    ResealKey::Pair(..) => serde_json::to_string(&(
+                        r.try_get::<String, _>("k")?,
+                        r.try_get::<String, _>("k2")?,
+                    ))?,
                 };
                 Ok((k, r.try_get("t")?))
             })

@@ -19,7 +19,7 @@ use xfhub_schemas::{Envelope, Record};
 
 use crate::ext::{Stmt, Txn, TxnOutcome};
 use crate::nonces::NonceCache;
-use crate::security::{AuditDraft, ClientRecord, ResealTable};
+use crate::security::{AuditDraft, ClientRecord, KeyValue, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
 
 type Tx = Transaction<'static, Any>;
@@ -1350,19 +1350,21 @@ async fn reseal(
     table: ResealTable,
     updates: &[(String, String, String)],
 ) -> Result<u64> {
-    let (tbl, key, col, int_key) = table.columns();
+    let (tbl, key, col) = table.columns();
     let mut n = 0;
     for (k, old, new) in updates {
-        let sql = format!("UPDATE {tbl} SET {col} = $1 WHERE {key} = $2 AND {col} = $3");
-        let q = sqlx::query(&sql).bind(new);
-        let q = if int_key {
-            q.bind(
-                k.parse::<i64>()
-                    .map_err(|_| StoreError::Corrupt(format!("bad key {k}")))?,
-            )
-        } else {
-            q.bind(k.as_str())
-        };
+        let (matching, values) = key.matching(2, k)?;
+        let sql = format!(
+            "UPDATE {tbl} SET {col} = $1 WHERE {matching} AND {col} = ${}",
+            2 + values.len()
+        );
+        let mut q = sqlx::query(&sql).bind(new);
+        for v in values {
+            q = match v {
+                KeyValue::Text(t) => q.bind(t),
+                KeyValue::Int(i) => q.bind(i),
+            };
+        }
         n += q.bind(old).execute(&mut **tx).await?.rows_affected();
     }
     Ok(n)

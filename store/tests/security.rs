@@ -786,13 +786,125 @@ async fn fill_reseal_tables(store: &Store) -> HashMap<&'static str, usize> {
             .await
             .unwrap();
     }
+    // Single sealed values in features' tables (the store sees them as text). A key person may
+    // have no mobile; SMS recipients are keyed by two columns, two of them
+    // under one message.
+    let now = xfhub_store::now_ms();
+    let mut statements = Vec::new();
+    for (i, mobile) in [Some("enc:v1:k:m0"), None, Some("enc:v1:k:m2")]
+        .iter()
+        .enumerate()
+    {
+        statements.push(
+            Stmt::new(
+                "INSERT INTO key_persons (id_digest, name, id_number_sealed, mobile_sealed, \
+                 division, job_id, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(format!("digest-{i}"))
+            .bind("张三")
+            .bind(format!("enc:v1:k:id{i}"))
+            .bind(mobile.map(str::to_owned))
+            .bind("430102")
+            .bind("job")
+            .bind(now),
+        );
+    }
+    for i in 0..2 {
+        statements.push(
+            Stmt::new(
+                "INSERT INTO persons (id, id_blind, id_number_sealed, mobile_sealed, seen_at, \
+                 source, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $5, $5)",
+            )
+            .bind(format!("person-{i}"))
+            .bind(format!("blind-{i}"))
+            .bind(format!("enc:v1:k:pid{i}"))
+            .bind(format!("enc:v1:k:pm{i}"))
+            .bind(now)
+            .bind("exchange"),
+        );
+        statements.push(
+            Stmt::new(
+                "INSERT INTO app_users (id, name, id_number_sealed, id_blind, mobile_sealed, \
+                 mobile_blind, address, password_hash, recovery_question, recovery_answer_hash, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+            )
+            .bind(format!("user-{i}"))
+            .bind("李四")
+            .bind(format!("enc:v1:k:uid{i}"))
+            .bind(format!("id-blind-{i}"))
+            .bind(format!("enc:v1:k:um{i}"))
+            .bind(format!("mobile-blind-{i}"))
+            .bind("长沙")
+            .bind("hash")
+            .bind("question")
+            .bind("answer")
+            .bind(now),
+        );
+        statements.push(
+            Stmt::new(
+                "INSERT INTO role_holders (id, name, role, org, mobile_sealed, mobile_masked, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(format!("holder-{i}"))
+            .bind("王五")
+            .bind("handler")
+            .bind("430102")
+            .bind(format!("enc:v1:k:rm{i}"))
+            .bind("138****0000")
+            .bind(now),
+        );
+    }
+    for (message, digest) in [("m-1", "d-b"), ("m-1", "d-a"), ("m-0", "d-c")] {
+        statements.push(
+            Stmt::new(
+                "INSERT INTO sms_recipients (message_id, phone_digest, phone_sealed, \
+                 phone_masked, status) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(message)
+            .bind(digest)
+            .bind(format!("enc:v1:k:{message}{digest}"))
+            .bind("138****0000")
+            .bind("pending"),
+        );
+    }
+    store
+        .transact(Txn {
+            statements,
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
     HashMap::from([
         ("records", 7),
         ("outbox", 7),
         ("bus_queue", 5),
         ("dead_letters", 4),
         ("import_errors", 3),
+        ("key_persons.id_number_sealed", 3),
+        ("key_persons.mobile_sealed", 2),
+        ("persons.id_number_sealed", 2),
+        ("persons.mobile_sealed", 2),
+        ("app_users.id_number_sealed", 2),
+        ("app_users.mobile_sealed", 2),
+        ("role_holders.mobile_sealed", 2),
+        ("sms_recipients.phone_sealed", 3),
     ])
+}
+
+/// Whether reseal key `a` comes before `b` in `table`'s key order: numerically for integer
+/// keys, as a pair of texts for two-column keys (a JSON array), as text otherwise.
+fn key_before(table: ResealTable, a: &str, b: &str) -> bool {
+    match table {
+        ResealTable::Outbox
+        | ResealTable::BusQueue
+        | ResealTable::DeadLetters
+        | ResealTable::ImportErrors => a.parse::<i64>().unwrap() < b.parse::<i64>().unwrap(),
+        ResealTable::SmsRecipientPhones => {
+            let pair = |k| serde_json::from_str::<(String, String)>(k).unwrap();
+            pair(a) < pair(b)
+        }
+        _ => a < b,
+    }
 }
 
 async fn case_reseal_scan_pages_every_table_in_key_order(store: Store) {
@@ -805,15 +917,15 @@ async fn case_reseal_scan_pages_every_table_in_key_order(store: Store) {
             "{}: rows with text",
             table.name()
         );
-        // Keys strictly increase: numerically for integer keys, as text for record ids.
-        let numeric = table != ResealTable::Records;
+        // Keys strictly increase in the table's key order.
         for w in everything.windows(2) {
-            let increasing = if numeric {
-                w[0].0.parse::<i64>().unwrap() < w[1].0.parse::<i64>().unwrap()
-            } else {
-                w[0].0 < w[1].0
-            };
-            assert!(increasing, "{}: {} then {}", table.name(), w[0].0, w[1].0);
+            assert!(
+                key_before(table, &w[0].0, &w[1].0),
+                "{}: {} then {}",
+                table.name(),
+                w[0].0,
+                w[1].0
+            );
         }
         // Paging by the last key of each page walks the same rows once each.
         let mut walked = Vec::new();
@@ -854,6 +966,10 @@ async fn case_reseal_scan_pages_every_table_in_key_order(store: Store) {
         .is_empty());
     assert!(store
         .reseal_scan(ResealTable::Outbox, "not-a-number", 10)
+        .await
+        .is_err());
+    assert!(store
+        .reseal_scan(ResealTable::SmsRecipientPhones, "not-a-pair", 10)
         .await
         .is_err());
 }
