@@ -16,7 +16,9 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use xfhub_routes::runtime::run_consumer;
 use xfhub_routes::trail::{TrailConsumer, TRAIL_QUEUE};
-use xfhub_routes::{ActiveRoutes, AmqpBus, Bus, EmbeddedBus, Relay, RetryPolicy, TableSource};
+use xfhub_routes::{
+    ActiveRoutes, AmqpBus, Bus, BusError, EmbeddedBus, Handler, Relay, RetryPolicy, TableSource,
+};
 use xfhub_schemas::CodeTables;
 use xfhub_store::{Store, StoreOptions};
 
@@ -28,6 +30,44 @@ use crate::telemetry;
 /// The queues some consumer of this build reads (a routing rule sending elsewhere is warned
 /// about).
 pub const CONSUMER_QUEUES: &[&str] = &[TRAIL_QUEUE, "warning", "dispatch", "sms", "app_push"];
+
+/// Runs `handler` as a routed consumer of `bus` until `stop`. If it cannot start, the log says
+/// why; for a queue no rule of the routing table sends to (a trimmed routes file), it names the
+/// consumer, the queue and the table, so that the operator knows which rule to add back.
+pub(crate) fn spawn_consumer(
+    tasks: &mut JoinSet<()>,
+    bus: &Arc<dyn Bus>,
+    handler: Arc<dyn Handler>,
+    config: &Config,
+    policy: &RetryPolicy,
+    stop: &CancellationToken,
+) {
+    let (b, p, s, prefetch) = (
+        bus.clone(),
+        policy.clone(),
+        stop.clone(),
+        config.bus.prefetch,
+    );
+    let routes = match &config.routes.file {
+        Some(path) => path.display().to_string(),
+        None => "built-in".to_owned(),
+    };
+    tasks.spawn(async move {
+        let consumer = handler.name().to_owned();
+        match run_consumer(b, handler, prefetch, p, s).await {
+            Ok(()) => {}
+            Err(BusError::UnknownQueue(queue)) => tracing::error!(
+                consumer = %consumer,
+                queue = %queue,
+                routes = %routes,
+                "ConsumerStartError: no rule of the routing table sends to this queue, so the \
+                 consumer does not run; add a rule with this queue in `to` (the built-in table \
+                 has one for every consumer)"
+            ),
+            Err(e) => tracing::error!(consumer = %consumer, error = %e, "ConsumerStartError"),
+        }
+    });
+}
 
 /// What every handler can reach: a cheap handle (one reference count) to [`Shared`]. Every
 /// middleware layer and handler takes its own copy per request; cloning the fields one by one
@@ -145,17 +185,14 @@ impl Hub {
             base_delay: Duration::from_millis(config.bus.retry_base_ms),
             max_delay: Duration::from_millis(config.bus.retry_max_ms),
         };
-        let (b, s, prefetch, p) = (
-            bus.clone(),
-            stop.clone(),
-            config.bus.prefetch,
-            policy.clone(),
+        spawn_consumer(
+            &mut tasks,
+            &bus,
+            Arc::new(TrailConsumer),
+            &config,
+            &policy,
+            &stop,
         );
-        tasks.spawn(async move {
-            if let Err(e) = run_consumer(b, Arc::new(TrailConsumer), prefetch, p, s).await {
-                tracing::error!(error = %e, "ConsumerStartError");
-            }
-        });
         let keys = crate::keys::Keys::load(&config)?;
         crate::admin_cli::check_ring_matches(&store, &keys.current()).await?;
         tasks.spawn(keys.clone().watch(stop.clone()));

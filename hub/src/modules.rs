@@ -11,7 +11,6 @@ use xfhub_connectors::sms::{SmsConnector, SMS_QUEUE};
 use xfhub_modules::clock::{Clock, SystemClock};
 use xfhub_modules::dispatch::{DispatchModule, DISPATCH_QUEUE};
 use xfhub_modules::warning::{self, WarningModule, Words, WARNING_QUEUE};
-use xfhub_routes::runtime::run_consumer;
 use xfhub_routes::{Bus, Handler, RetryPolicy};
 use xfhub_store::Store;
 
@@ -56,18 +55,7 @@ pub fn start(
         }
     }
     for handler in handlers {
-        let (b, s, p, prefetch) = (
-            bus.clone(),
-            stop.clone(),
-            policy.clone(),
-            config.bus.prefetch,
-        );
-        tasks.spawn(async move {
-            let name = handler.name().to_owned();
-            if let Err(e) = run_consumer(b, handler, prefetch, p, s).await {
-                tracing::error!(consumer = %name, error = %e, "ConsumerStartError");
-            }
-        });
+        crate::app::spawn_consumer(tasks, bus, handler, config, policy, stop);
     }
     tasks.spawn(warning::run_timers(
         store.clone(),

@@ -311,3 +311,55 @@ fn assert_no_role_holder_numbers(log_dir: &Path) {
         }
     }
 }
+
+/// A routes file trimmed to the trail: the modules' consumers cannot start, the hub still
+/// runs, and the log names each consumer, its queue and the file to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_file_without_a_modules_queue_names_it_in_the_log() {
+    let dir = TempDir::new().unwrap();
+    let logs = TempDir::new().unwrap();
+    let creds = create_client(dir.path()).await;
+    let routes = logs.path().join("trail-only.toml");
+    std::fs::write(
+        &routes,
+        "version = \"trail-only\"\n[[rule]]\nname = \"trail\"\nmatch = \"#\"\nto = [\"trail\"]\ntap = true\n",
+    )
+    .unwrap();
+    let config = format!("[routes]\nfile = {:?}\n", routes.display().to_string());
+    let hub = HubProcess::start_with(dir.path(), logs.path(), &creds, &config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<String> = hub
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("ConsumerStartError"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for queue in ["warning", "dispatch"] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("consumer={queue} ")))
+            .unwrap_or_else(|| panic!("no start error for {queue}: {lines:#?}"));
+        assert!(line.contains(&format!("queue={queue}")), "{line}");
+        assert!(
+            line.contains(&format!("routes={}", routes.display())),
+            "{line}"
+        );
+        assert!(
+            line.contains("no rule of the routing table sends to"),
+            "{line}"
+        );
+    }
+    // The trail consumer has its queue and starts; the hub serves.
+    assert!(
+        !lines.iter().any(|l| l.contains("consumer=trail")),
+        "{lines:#?}"
+    );
+    let receipt = hub.api().submit_petition(1).await.expect("submit");
+    assert_eq!(receipt.status, 201, "{receipt:?}");
+}

@@ -176,18 +176,7 @@ pub fn start_push(
         tracing::info!("AppPushDisabled: no [app.push] url; notifications wait in their queue");
         return;
     };
-    let (b, s, p, prefetch) = (
-        bus.clone(),
-        stop.clone(),
-        policy.clone(),
-        config.bus.prefetch,
-    );
-    tasks.spawn(async move {
-        if let Err(e) = xfhub_routes::runtime::run_consumer(b, Arc::new(push), prefetch, p, s).await
-        {
-            tracing::error!(consumer = "app_push", error = %e, "ConsumerStartError");
-        }
-    });
+    crate::app::spawn_consumer(tasks, bus, Arc::new(push), config, policy, stop);
 }
 
 /// The routes of the app channel.
