@@ -2006,3 +2006,40 @@ async fn rate_limits_per_client_and_per_group() {
     }
     t.stop().await;
 }
+
+/// Admin requests are audited, monitoring scrapes are not (a Prometheus server polls every few
+/// seconds and they read counters only); a refused scrape is audited like any refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_are_audited_metrics_scrapes_are_not() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let t = TestHub::start(dir.path()).await;
+    let admin = TestClient::full(&t.hub, "monitor").await;
+    let reader = t.client("reader", &["read"], &["*"], &["*"]).await;
+    for _ in 0..3 {
+        let a = t.send(admin.get("/metrics")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert!(a.text().contains("xfhub_"), "{}", a.text());
+    }
+    t.expect(
+        "dead letters",
+        admin.get("/admin/dead-letters"),
+        StatusCode::OK,
+    )
+    .await;
+    t.expect(
+        "refused scrape",
+        reader.get("/metrics"),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let rows = t.store().audit_page(0, 100_000).await.expect("entries");
+    let count = |action: &str, target: &str| {
+        rows.iter()
+            .filter(|r| r.entry.action == action && r.entry.target == target)
+            .count()
+    };
+    assert_eq!(count("admin.request", "GET /metrics"), 0);
+    assert_eq!(count("admin.request", "GET /admin/dead-letters"), 1);
+    assert_eq!(count("auth.scope_denied", "GET /metrics"), 1);
+    t.stop().await;
+}
