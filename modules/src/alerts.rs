@@ -299,15 +299,32 @@ pub fn raise(
     .bind(alert.history.to_string())
     .bind(now);
     let payload = serde_json::to_value(&alert).expect("an alert serializes");
-    let env = match cause {
+    let mut env = match cause {
         Some(c) => {
             let mut e = Envelope::caused_by(c, ALERT_RAISED, payload);
             e.division = a.division.clone();
             e
         }
-        None => Envelope::new(ALERT_RAISED, "xfhub", &a.division, payload),
+        None => {
+            let mut e = Envelope::new(ALERT_RAISED, "xfhub", &a.division, payload);
+            e.correlation_id = alert_message_id(&a.dedup_key);
+            e
+        }
     };
+    env.message_id = alert_message_id(&a.dedup_key);
     (stmt, env)
+}
+
+/// Names the `alert.raised` messages of one dedup key (UUIDv5).
+const ALERT_MESSAGES: Uuid = Uuid::from_u128(0x6f1c_2a57_9d3e_4b0a_8c41_5e7d_2f90_a3b6);
+
+/// The id of the message that announces the alert of `dedup_key`: derived from the key (a
+/// name-based UUID, not a random one), so that raising one alert twice publishes it once. The
+/// alert row is kept once by its dedup key; its message is kept once by the outbox's unique
+/// message id (a publish of an id already there is dropped). Two hub instances sweeping the
+/// same due timer, or seeing the same surge, would otherwise each text the liaisons.
+pub fn alert_message_id(dedup_key: &str) -> Uuid {
+    Uuid::new_v5(&ALERT_MESSAGES, dedup_key.as_bytes())
 }
 
 fn alert_of(r: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {

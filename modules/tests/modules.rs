@@ -359,6 +359,75 @@ async fn the_ten_day_timer_of_a_work_order_survives_a_restart() {
     assert_eq!(published(&t, "alert.raised").await.len(), 1);
 }
 
+/// Two hub instances sharing a database may both see a timer armed and due (each reads it
+/// before the other's sweep commits): the timer fires once, as one alert and one message.
+async fn a_timer_swept_twice_raises_one_alert_and_one_message(t: T) {
+    let w = sample_workorder(3); // odd: not concluded
+    let call = w.call_time.timestamp_millis();
+    let clock = Arc::new(ManualClock::new(call));
+    let m = warning_module(&t, clock.clone());
+    let item = intake::workorder_item(&w, &t.ring).unwrap();
+    let IngestOutcome::Created(r) = t.store.ingest(item).await.unwrap() else {
+        panic!()
+    };
+    consume(&t, &m, &envelope_of(&t, &r.message_id.to_string()).await).await;
+    clock.set(call + 10 * 86_400_000);
+    assert_eq!(
+        warning::sweep_timers(&t.store, clock.as_ref(), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    // The other instance's view: the timer still armed when it read it.
+    let rearmed = t
+        .store
+        .transact(Txn {
+            statements: vec![Stmt::new(
+                "UPDATE warning_timers SET state = 'armed', fired_at = NULL WHERE record_id = $1",
+            )
+            .bind(r.id.to_string())],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rearmed.rows_affected, vec![1]);
+    assert_eq!(
+        warning::sweep_timers(&t.store, clock.as_ref(), 10)
+            .await
+            .unwrap(),
+        1,
+        "the second sweep sees the timer due"
+    );
+    let raised = published(&t, "alert.raised").await;
+    assert_eq!(raised.len(), 1, "one message: {raised:#?}");
+    let alerts = alerts::list_alerts(
+        &t.store,
+        &alerts::AlertFilter {
+            record_id: Some(r.id.to_string()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(raised[0].payload["id"], alerts[0].id.as_str());
+    assert_eq!(
+        raised[0].message_id,
+        alerts::alert_message_id(&format!("key_risk_item:workorder_open:{}", r.id))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_swept_twice_raises_one_alert_and_one_message_sqlite() {
+    a_timer_swept_twice_raises_one_alert_and_one_message(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_swept_twice_raises_one_alert_and_one_message_postgres() {
+    a_timer_swept_twice_raises_one_alert_and_one_message(postgres().await).await;
+}
+
 async fn holder(t: &T, id: &str, role: &str, org: &str, mobile: &str) {
     let input = RoleHolderInput {
         name: format!("张{id}"),

@@ -21,7 +21,8 @@ impl MessageType {
 /// A message on the bus. `T` is a canonical payload; on the wire and at rest it is JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
-    /// UUIDv7, unique per message; consumers de-duplicate on it.
+    /// Unique per message; consumers de-duplicate on it. UUIDv7, except where a message is named
+    /// after what it announces (`alert.raised`: a UUIDv5 of the alert's dedup key).
     pub message_id: Uuid,
     /// `petition.received`, `workorder.received`, ...
     #[serde(rename = "type")]

@@ -167,7 +167,8 @@ pub struct Txn {
     pub ingests: Vec<IngestItem>,
     /// Records that failed mapping or validation.
     pub import_errors: Vec<ImportErrorItem>,
-    /// Messages to publish through the outbox.
+    /// Messages to publish through the outbox; one whose message id is in the outbox already is
+    /// not published again.
     pub publish: Vec<Envelope<Value>>,
     /// Writes to the caller's own tables.
     pub statements: Vec<Stmt>,

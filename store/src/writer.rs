@@ -155,7 +155,7 @@ pub enum Effect {
         queue: Option<String>,
         detail: Option<String>,
     },
-    /// Publish a new message through the outbox.
+    /// Publish a new message through the outbox (not again if its id is there already).
     Publish(Envelope<Value>),
     /// Write to the consumer's own tables (see [`crate::ext`]).
     Sql(Stmt),
@@ -903,6 +903,11 @@ fn borrowing_outbox_row(
 const OUTBOX_INSERT: &str = "INSERT INTO outbox (message_id, message_type, routing_key, envelope, \
      created_at, body_record, body_at)";
 
+/// Messages published by features and consumers: a message whose id is in the outbox already
+/// is not published again (ids named after what they announce, such as an alert's dedup key,
+/// make a repeated publish a no-op).
+const PUBLISH_ONCE: &str = "ON CONFLICT (message_id) DO NOTHING";
+
 /// An outbox row's whole envelope, over `outbox o LEFT JOIN records r ON r.id = o.body_record`:
 /// a row that borrows its record's body gets it spliced back in (migration 0011, whose
 /// `outbox_messages` view has the same expression). `body_at` counts characters, as `substr`
@@ -1612,7 +1617,7 @@ async fn ack_batch(tx: &mut Tx, reqs: &[&AckRequest]) -> Result<Vec<bool>> {
             },
         });
     }
-    insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    insert_rows(tx, OUTBOX_INSERT, PUBLISH_ONCE, &outbox).await?;
     for stmt in statements {
         execute(tx, stmt).await?;
     }
@@ -2011,7 +2016,7 @@ async fn apply_txn(tx: &mut Tx, txn: &Txn, state: &mut WriterState) -> Result<Tx
         .iter()
         .map(|e| outbox_row(e, now))
         .collect::<Result<Vec<_>>>()?;
-    insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
+    insert_rows(tx, OUTBOX_INSERT, PUBLISH_ONCE, &outbox).await?;
     let mut rows_affected = Vec::with_capacity(txn.statements.len());
     for stmt in &txn.statements {
         rows_affected.push(execute(tx, stmt).await?);
