@@ -366,8 +366,9 @@ async fn case_failed_operation_leaves_the_chain_unbroken(store: Store) {
                 tasks.spawn(async move { s.ingest(item).await.map(|_| ()) });
             }
             if i == 20 {
-                // Publishes a message id the outbox already has: a unique violation.
-                let (s, envelope) = (store.clone(), taken.clone());
+                // An effect that breaks a constraint (the outbox keeps a message id once, so
+                // a repeated publish is dropped, not an error): the operation fails.
+                let (s, message_id) = (store.clone(), taken.message_id.to_string());
                 tasks.spawn(async move {
                     let r = s
                         .ack(
@@ -376,7 +377,13 @@ async fn case_failed_operation_leaves_the_chain_unbroken(store: Store) {
                             None,
                             &format!("ext-{round}"),
                             1,
-                            vec![Effect::Publish(envelope)],
+                            vec![Effect::Sql(
+                                Stmt::new(
+                                    "INSERT INTO outbox (message_id, message_type, routing_key, \
+                                     envelope, created_at) VALUES ($1, 'x', 'x', '{}', 0)",
+                                )
+                                .bind(message_id),
+                            )],
                         )
                         .await;
                     assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");

@@ -1240,12 +1240,22 @@ async fn case_import_errors_insert_and_list(store: Store) {
 
 /// An operation that fails is rolled back alone: the others of its commit group still commit,
 /// and none of the failed operation's writes survive. The failure used: a consumer's ack whose
-/// effect publishes a message id the outbox already holds (unique constraint).
+/// effect inserts an outbox row under a message id the outbox already holds (unique
+/// constraint). (A *publish* of such an id is dropped instead: see the end of the case.)
 async fn case_failed_operation_is_isolated_in_its_group(store: Store) {
     ingest_petitions(&store, 0..1).await;
     let row = store.outbox_unsent(10).await.unwrap().remove(0);
     let taken: Envelope<Value> = serde_json::from_str(&row.envelope).unwrap();
-    let bad_effects = vec![trail_effect("ext-1", "q"), Effect::Publish(taken.clone())];
+    let bad_effects = vec![
+        trail_effect("ext-1", "q"),
+        Effect::Sql(
+            Stmt::new(
+                "INSERT INTO outbox (message_id, message_type, routing_key, envelope, created_at) \
+                 VALUES ($1, 'x', 'x', '{}', 0)",
+            )
+            .bind(row.message_id.clone()),
+        ),
+    ];
 
     // Many operations in flight at once share commit groups with the failing one.
     let mut ingests = JoinSet::new();
@@ -1323,6 +1333,28 @@ async fn case_failed_operation_is_isolated_in_its_group(store: Store) {
         "the failed ack left no dedup key behind"
     );
     assert_eq!(store.count_hops("consumed", "q").await.unwrap(), 1);
+
+    // Publishing a message whose id the outbox holds is not an error: the first one stays.
+    let mut again = taken.clone();
+    again.payload = json!({ "other": "content" });
+    assert!(store
+        .ack(
+            "checker",
+            "q",
+            None,
+            "ext-2",
+            1,
+            vec![Effect::Publish(again)]
+        )
+        .await
+        .unwrap());
+    let kept = store.outbox_unsent(100).await.unwrap();
+    let same: Vec<_> = kept
+        .iter()
+        .filter(|r| r.message_id == row.message_id)
+        .collect();
+    assert_eq!(same.len(), 1);
+    assert_eq!(same[0].envelope, row.envelope);
 }
 
 /// A poison message (its envelope is not JSON) is dead-lettered as it came; the operator must
