@@ -271,30 +271,17 @@ impl Store {
     ) -> Result<Vec<(String, String)>> {
         let (tbl, key, col) = table.columns();
         let rows = match key {
-            ResealKey::Text(k) => {
+            ResealKey::Text(k) | ResealKey::Int(k) => {
                 let sql = format!(
                     "SELECT {k} AS k, {col} AS t FROM {tbl} WHERE {k} > $1 AND {col} IS NOT NULL ORDER BY {k} LIMIT $2"
                 );
-                sqlx::query(&sql)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.read)
-                    .await?
-            }
-            ResealKey::Int(k) => {
-                let sql = format!(
-                    "SELECT {k} AS k, {col} AS t FROM {tbl} WHERE {k} > $1 AND {col} IS NOT NULL ORDER BY {k} LIMIT $2"
-                );
-                let after = if after.is_empty() {
-                    i64::MIN
-                } else {
-                    int_key(after)?
+                let q = sqlx::query(&sql);
+                let q = match key {
+                    ResealKey::Int(_) if after.is_empty() => q.bind(i64::MIN),
+                    ResealKey::Int(_) => q.bind(int_key(after)?),
+                    _ => q.bind(after),
                 };
-                sqlx::query(&sql)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.read)
-                    .await?
+                q.bind(i64::from(limit)).fetch_all(&self.read).await?
             }
             ResealKey::Pair(a, b) => {
                 // Row-value comparison (both backends), on the primary key's index.
