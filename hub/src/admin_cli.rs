@@ -3,6 +3,7 @@
 //! serving the same store (SQLite allows one writer at a time and waits; PostgreSQL is shared).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -303,6 +304,7 @@ pub struct ResealReport {
 pub async fn reseal_all(
     store: &Store,
     ring: &KeyRing,
+    attachments: Option<&Path>,
     mut progress: impl FnMut(&str, ResealReport),
 ) -> anyhow::Result<ResealReport> {
     let active = ring.active_id().to_owned();
@@ -332,6 +334,15 @@ pub async fn reseal_all(
         total.scanned += report.scanned;
         total.resealed += report.resealed;
     }
+    // The app channel's attachment files.
+    if let Some(dir) = attachments {
+        // Plain file I/O on this task: `xfhub keys reseal` is a command of its own, and the key
+        // ring (which wipes its keys on drop) is not cloned into a blocking thread.
+        let report = reseal_attachment_files(dir, ring)?;
+        progress(ATTACHMENT_FILES, report);
+        total.scanned += report.scanned;
+        total.resealed += report.resealed;
+    }
     // Client secrets.
     for mut c in store.list_clients().await? {
         let mut changed = reseal_text(ring, &mut c.secret_sealed)?;
@@ -355,6 +366,44 @@ pub async fn reseal_all(
         ))
         .await?;
     Ok(total)
+}
+
+/// Progress name of the attachment files' pass of [`reseal_all`].
+pub const ATTACHMENT_FILES: &str = "app attachment files";
+
+/// Re-encrypts the app channel's sealed attachment files (`<data_dir>/app/attachments`, one
+/// file per content digest) that are under an older key. Each is rewritten whole through a
+/// temporary file and a rename, so a reader sees the old file or the new one, and both open
+/// (every key stays in the ring). A file already under the active key is left alone, so an
+/// interrupted pass simply runs again. Files that are not sealed values are skipped: the
+/// directory holds nothing else, except an upload's temporary file while it is written.
+pub fn reseal_attachment_files(dir: &Path, ring: &KeyRing) -> anyhow::Result<ResealReport> {
+    let mut report = ResealReport::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // No complaint with an attachment yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_file() || path.extension().is_some() {
+            continue;
+        }
+        let mut text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        if !KeyRing::is_sealed(&text) {
+            continue;
+        }
+        report.scanned += 1;
+        if reseal_text(ring, &mut text)? {
+            let tmp = path.with_extension("reseal");
+            std::fs::write(&tmp, &text).with_context(|| format!("write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))?;
+            report.resealed += 1;
+        }
+    }
+    Ok(report)
 }
 
 /// Key ids still in use in stored text of a table (for reports and tests).

@@ -494,7 +494,8 @@ fn quiet(target: &Target) -> anyhow::Result<Config> {
 async fn reseal(cfg: &Config) -> anyhow::Result<()> {
     let (store, keys) = xfhub::admin_cli::open(cfg).await?;
     let ring = keys.current();
-    let report = xfhub::admin_cli::reseal_all(&store, &ring, |table, r| {
+    let attachments = cfg.data_dir.join("app").join("attachments");
+    let report = xfhub::admin_cli::reseal_all(&store, &ring, Some(&attachments), |table, r| {
         eprintln!(
             "  {table}: {} scanned, {} re-encrypted",
             r.scanned, r.resealed

@@ -1535,6 +1535,14 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
     // Personal numbers the features keep as single sealed values (key persons, exchange
     // persons, app accounts, role holders, SMS recipients), sealed as the features seal them.
     let singles = sealed_singles(&t).await;
+    // An attachment file of the app channel, sealed as an upload seals it, and an upload's
+    // temporary file, which the pass leaves alone.
+    let attachments = dir.path().join("app").join("attachments");
+    std::fs::create_dir_all(&attachments).expect("attachments directory");
+    let attachment = b"%PDF-1.4 \xe6\x9d\x90\xe6\x96\x99".to_vec();
+    let file = attachments.join("0f".repeat(32));
+    std::fs::write(&file, t.hub.state.keys.current().seal_bytes(&attachment)).expect("file");
+    std::fs::write(file.with_extension("tmp"), "partial").expect("temporary file");
 
     // Rotate: a new active key; the old one stays in the ring for reading.
     let key_file = t.hub.state.keys.key_file().expect("a key file").to_owned();
@@ -1583,7 +1591,7 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
     };
     wait_reads(10).await;
     let mut tables_seen = BTreeSet::new();
-    let report = admin_cli::reseal_all(t.store(), &ring, |table, _| {
+    let report = admin_cli::reseal_all(t.store(), &ring, Some(&attachments), |table, _| {
         tables_seen.insert(table.to_owned());
     })
     .await
@@ -1600,6 +1608,17 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
         "records, outbox and client secrets were resealed: {report:?}"
     );
     assert!(tables_seen.contains("records"), "{tables_seen:?}");
+    assert!(
+        tables_seen.contains(admin_cli::ATTACHMENT_FILES),
+        "{tables_seen:?}"
+    );
+    let sealed = std::fs::read_to_string(&file).expect("attachment file");
+    assert!(sealed.starts_with(&format!("enc:v1:{new_id}:")), "{sealed}");
+    assert_eq!(ring.open_bytes(&sealed).expect("opens"), attachment);
+    assert_eq!(
+        std::fs::read_to_string(file.with_extension("tmp")).expect("temporary file"),
+        "partial"
+    );
 
     let in_use = admin_cli::key_ids_in_use(t.store(), ResealTable::Records)
         .await
@@ -1657,7 +1676,7 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
     }
 
     // Again: nothing left to do.
-    let again = admin_cli::reseal_all(t.store(), &ring, |_, _| {})
+    let again = admin_cli::reseal_all(t.store(), &ring, Some(&attachments), |_, _| {})
         .await
         .expect("resealed again");
     assert_eq!(again.resealed, 0, "{again:?}");
