@@ -240,12 +240,15 @@ impl Store {
     /// Like [`Store::outbox_unsent`], only rows after sequence `after` (the relay skips the
     /// rows whose publish it has started and not finished).
     pub async fn outbox_unsent_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>> {
-        let sql = format!(
-            "SELECT o.seq, o.message_id, o.message_type, o.routing_key, {OUTBOX_ENVELOPE} AS envelope \
-             FROM outbox o LEFT JOIN records r ON r.id = o.body_record \
-             WHERE o.sent_at IS NULL AND o.seq > $2 ORDER BY o.seq LIMIT $1",
-        );
-        let rows = sqlx::query(&sql)
+        // Built once: the relay polls with it.
+        static UNSENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT o.seq, o.message_id, o.message_type, o.routing_key, {OUTBOX_ENVELOPE} AS envelope \
+                 FROM outbox o LEFT JOIN records r ON r.id = o.body_record \
+                 WHERE o.sent_at IS NULL AND o.seq > $2 ORDER BY o.seq LIMIT $1",
+            )
+        });
+        let rows = sqlx::query(&UNSENT)
             .bind(i64::from(limit))
             .bind(after)
             .fetch_all(&self.read)

@@ -867,20 +867,10 @@ fn borrowing_outbox_row(
 ) -> Result<Vec<Arg<'static>>> {
     // The document is the last value of the envelope (`payload` is the envelope's last field,
     // `data` the record's): serialized with `null` in its place, the text ends `null}}`.
-    let placeholder = Envelope {
-        message_id: envelope.message_id,
-        message_type: envelope.message_type.clone(),
-        source_system: envelope.source_system.clone(),
-        correlation_id: envelope.correlation_id,
-        causation_id: envelope.causation_id,
-        occurred_at: envelope.occurred_at,
-        division: envelope.division.clone(),
-        schema_version: envelope.schema_version,
-        payload: Record {
-            data: RawValue::NULL,
-            ..envelope.payload.clone()
-        },
-    };
+    let placeholder = envelope.clone().map(|record| Record {
+        data: RawValue::NULL,
+        ..record
+    });
     let mut text = serde_json::to_string(&placeholder)?;
     let Some(before) = text.strip_suffix("null}}").map(str::len) else {
         return Err(StoreError::Corrupt(
@@ -1467,14 +1457,17 @@ fn leased(row: &AnyRow, queue: &str) -> Result<LeasedMessage> {
 
 async fn lease(tx: &mut Tx, req: &LeaseRequest) -> Result<Vec<LeasedMessage>> {
     let now = now_ms();
-    let sql = format!(
-        "SELECT q.id, q.message_id, COALESCE(q.envelope, {OUTBOX_ENVELOPE}) AS envelope, q.attempts \
-         FROM bus_queue q LEFT JOIN outbox o ON o.message_id = q.message_id \
-         LEFT JOIN records r ON r.id = o.body_record \
-         WHERE q.queue = $1 AND q.available_at <= $2 AND (q.lease_until IS NULL OR q.lease_until < $2) \
-         ORDER BY q.available_at, q.id LIMIT $3",
-    );
-    let rows = sqlx::query(&sql)
+    // Built once: leases are on the writer's path, every commit group may hold some.
+    static LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT q.id, q.message_id, COALESCE(q.envelope, {OUTBOX_ENVELOPE}) AS envelope, q.attempts \
+             FROM bus_queue q LEFT JOIN outbox o ON o.message_id = q.message_id \
+             LEFT JOIN records r ON r.id = o.body_record \
+             WHERE q.queue = $1 AND q.available_at <= $2 AND (q.lease_until IS NULL OR q.lease_until < $2) \
+             ORDER BY q.available_at, q.id LIMIT $3",
+        )
+    });
+    let rows = sqlx::query(&LEASE)
         .bind(&req.queue)
         .bind(now)
         .bind(req.max as i64)
