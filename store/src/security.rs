@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use xfhub_security::audit::AuditEntry;
 
+use crate::ext::SqlValue;
 use crate::{Result, Store, StoreError};
 
 /// A partner system allowed to call the hub.
@@ -153,31 +154,19 @@ impl ResealTable {
 
 impl ResealKey {
     /// `key = $n` (and `second = $n+1`) for a row's key, with the values to bind in order.
-    pub(crate) fn matching(self, first: usize, cursor: &str) -> Result<(String, Vec<KeyValue>)> {
+    pub(crate) fn matching(self, first: usize, cursor: &str) -> Result<(String, Vec<SqlValue>)> {
         Ok(match self {
-            ResealKey::Text(c) => (
-                format!("{c} = ${first}"),
-                vec![KeyValue::Text(cursor.into())],
-            ),
-            ResealKey::Int(c) => (
-                format!("{c} = ${first}"),
-                vec![KeyValue::Int(int_key(cursor)?)],
-            ),
+            ResealKey::Text(c) => (format!("{c} = ${first}"), vec![cursor.into()]),
+            ResealKey::Int(c) => (format!("{c} = ${first}"), vec![int_key(cursor)?.into()]),
             ResealKey::Pair(a, b) => {
                 let (x, y) = pair_key(cursor)?;
                 (
                     format!("{a} = ${first} AND {b} = ${}", first + 1),
-                    vec![KeyValue::Text(x), KeyValue::Text(y)],
+                    vec![x.into(), y.into()],
                 )
             }
         })
     }
-}
-
-/// A key value bound into a reseal statement.
-pub(crate) enum KeyValue {
-    Text(String),
-    Int(i64),
 }
 
 fn int_key(k: &str) -> Result<i64> {

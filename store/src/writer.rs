@@ -19,7 +19,7 @@ use xfhub_schemas::{Envelope, Record};
 
 use crate::ext::{Stmt, Txn, TxnOutcome};
 use crate::nonces::NonceCache;
-use crate::security::{AuditDraft, ClientRecord, KeyValue, ResealTable};
+use crate::security::{AuditDraft, ClientRecord, ResealTable};
 use crate::{from_ms, now_ms, parse_uuid, RecordKind, Result, Store, StoreError};
 
 type Tx = Transaction<'static, Any>;
@@ -1353,14 +1353,11 @@ async fn reseal(
             "UPDATE {tbl} SET {col} = $1 WHERE {matching} AND {col} = ${}",
             2 + values.len()
         );
-        let mut q = sqlx::query(&sql).bind(new);
-        for v in values {
-            q = match v {
-                KeyValue::Text(t) => q.bind(t),
-                KeyValue::Int(i) => q.bind(i),
-            };
-        }
-        n += q.bind(old).execute(&mut **tx).await?.rows_affected();
+        let stmt = values
+            .into_iter()
+            .fold(Stmt::new(sql).bind(new.as_str()), Stmt::bind)
+            .bind(old.as_str());
+        n += execute(tx, &stmt).await?;
     }
     Ok(n)
 }
