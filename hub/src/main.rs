@@ -494,7 +494,7 @@ fn quiet(target: &Target) -> anyhow::Result<Config> {
 async fn reseal(cfg: &Config) -> anyhow::Result<()> {
     let (store, keys) = xfhub::admin_cli::open(cfg).await?;
     let ring = keys.current();
-    let attachments = cfg.data_dir.join("app").join("attachments");
+    let attachments = xfhub::mobile::attachments_dir(&cfg.data_dir);
     let report = xfhub::admin_cli::reseal_all(&store, &ring, Some(&attachments), |table, r| {
         eprintln!(
             "  {table}: {} scanned, {} re-encrypted",

@@ -1537,7 +1537,7 @@ async fn key_rotation_reseals_everything_while_reads_go_on() {
     let singles = sealed_singles(&t).await;
     // An attachment file of the app channel, sealed as an upload seals it, and an upload's
     // temporary file, which the pass leaves alone.
-    let attachments = dir.path().join("app").join("attachments");
+    let attachments = xfhub::mobile::attachments_dir(dir.path());
     std::fs::create_dir_all(&attachments).expect("attachments directory");
     let attachment = b"%PDF-1.4 \xe6\x9d\x90\xe6\x96\x99".to_vec();
     let file = attachments.join("0f".repeat(32));

@@ -299,6 +299,7 @@ pub fn raise(
     .bind(alert.history.to_string())
     .bind(now);
     let payload = serde_json::to_value(&alert).expect("an alert serializes");
+    let id = alert_message_id(&a.dedup_key);
     let mut env = match cause {
         Some(c) => {
             let mut e = Envelope::caused_by(c, ALERT_RAISED, payload);
@@ -307,11 +308,11 @@ pub fn raise(
         }
         None => {
             let mut e = Envelope::new(ALERT_RAISED, "xfhub", &a.division, payload);
-            e.correlation_id = alert_message_id(&a.dedup_key);
+            e.correlation_id = id;
             e
         }
     };
-    env.message_id = alert_message_id(&a.dedup_key);
+    env.message_id = id;
     (stmt, env)
 }
 

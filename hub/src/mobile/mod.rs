@@ -137,13 +137,18 @@ pub struct AppChannel {
     pub staff_seen: notices::SeenStaff,
 }
 
+/// Where the app channel keeps its sealed attachment files under `data_dir`.
+pub fn attachments_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("app").join("attachments")
+}
+
 impl AppChannel {
     pub fn new(config: &AppConfig, data_dir: &Path) -> anyhow::Result<AppChannel> {
         let problems = config.problems();
         if !problems.is_empty() {
             anyhow::bail!("invalid [app] section:\n  {}", problems.join("\n  "));
         }
-        let attachments_dir = data_dir.join("app").join("attachments");
+        let attachments_dir = attachments_dir(data_dir);
         std::fs::create_dir_all(&attachments_dir)?;
         Ok(AppChannel {
             config: Arc::new(config.clone()),
