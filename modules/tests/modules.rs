@@ -134,6 +134,22 @@ async fn published(t: &T, message_type: &str) -> Vec<Envelope<Value>> {
         .collect()
 }
 
+/// Work order `w` (not concluded) stored and consumed by a warning module whose manual clock
+/// stands at its call time, which arms its ten-day timer: the receipt, the clock, the module.
+async fn armed_workorder(
+    t: &T,
+    w: &xfhub_schemas::WorkOrder,
+) -> (xfhub_store::Receipt, Arc<ManualClock>, WarningModule) {
+    let clock = Arc::new(ManualClock::new(w.call_time.timestamp_millis()));
+    let m = warning_module(t, clock.clone());
+    let item = intake::workorder_item(w, &t.ring).unwrap();
+    let IngestOutcome::Created(r) = t.store.ingest(item).await.unwrap() else {
+        panic!()
+    };
+    consume(t, &m, &envelope_of(t, &r.message_id.to_string()).await).await;
+    (r, clock, m)
+}
+
 fn warning_module(t: &T, clock: Arc<ManualClock>) -> WarningModule {
     let words = Words::new(t.store.clone(), Duration::from_secs(60));
     WarningModule::new(t.store.clone(), words, WarningConfig::default(), clock)
@@ -294,14 +310,7 @@ async fn the_ten_day_timer_of_a_work_order_survives_a_restart() {
     let mut w = sample_workorder(1); // odd: not concluded
     assert!(w.completed_at.is_none());
     let call = w.call_time.timestamp_millis();
-    let clock = Arc::new(ManualClock::new(call));
-    let m = warning_module(&t, clock.clone());
-    let item = intake::workorder_item(&w, &t.ring).unwrap();
-    let IngestOutcome::Created(r) = t.store.ingest(item).await.unwrap() else {
-        panic!()
-    };
-    let env = envelope_of(&t, &r.message_id.to_string()).await;
-    consume(&t, &m, &env).await;
+    let (r, clock, m) = armed_workorder(&t, &w).await;
     // A concluded work order arms nothing.
     let done = sample_workorder(2);
     let item = intake::workorder_item(&done, &t.ring).unwrap();
@@ -364,13 +373,7 @@ async fn the_ten_day_timer_of_a_work_order_survives_a_restart() {
 async fn a_timer_swept_twice_raises_one_alert_and_one_message(t: T) {
     let w = sample_workorder(3); // odd: not concluded
     let call = w.call_time.timestamp_millis();
-    let clock = Arc::new(ManualClock::new(call));
-    let m = warning_module(&t, clock.clone());
-    let item = intake::workorder_item(&w, &t.ring).unwrap();
-    let IngestOutcome::Created(r) = t.store.ingest(item).await.unwrap() else {
-        panic!()
-    };
-    consume(&t, &m, &envelope_of(&t, &r.message_id.to_string()).await).await;
+    let (r, clock, _m) = armed_workorder(&t, &w).await;
     clock.set(call + 10 * 86_400_000);
     assert_eq!(
         warning::sweep_timers(&t.store, clock.as_ref(), 10)
