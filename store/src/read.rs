@@ -208,7 +208,7 @@ impl Store {
         }
         if let Some((field, digest)) = &q.blind {
             args.push(field.clone());
-            args.push(digest.clone());
+            args.push(crate::pii_key(digest).to_owned());
             sql.push_str(&format!(
                 " AND id IN (SELECT record_id FROM pii_index WHERE field = ${} AND digest = ${})",
                 args.len() - 1,

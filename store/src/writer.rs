@@ -1230,7 +1230,7 @@ async fn ingest_batch(
         for (field, digest) in &items[idx].blind {
             blind.push(vec![
                 Arg::Text(field),
-                Arg::Text(digest),
+                Arg::Text(crate::pii_key(digest)),
                 Arg::Owned(id.to_string()),
             ]);
         }

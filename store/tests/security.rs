@@ -20,7 +20,7 @@ use xfhub_store::{
 
 use common::{
     ingest_new, ingest_petitions, petition_item, raw_execute, sample_petition_item,
-    sample_workorder_item,
+    sample_workorder_item, sqlite_url, PgDb,
 };
 
 backend_tests!(
@@ -40,6 +40,7 @@ backend_tests!(
 
 backend_tests_with_url!(
     case_audit_log_is_append_only,
+    case_blind_index_keeps_the_first_128_bits_of_a_digest,
     case_two_writers_keep_one_audit_chain,
     case_nonces_survive_a_reopen_and_failed_commits_free_them
 );
@@ -679,6 +680,152 @@ async fn case_blind_index_finds_records_and_follows_updates(store: Store) {
         assert!(find("id_number", &digest).await.is_empty(), "v{v}");
     }
     assert_eq!(find("id_number", "id-9-v6").await, vec![stored.id]);
+}
+
+/// 64 hex digits, the length of a `KeyRing::blind_index` digest.
+fn full_digest(seed: char) -> String {
+    format!(
+        "{}{}",
+        seed.to_string().repeat(32),
+        "0123456789abcdef".repeat(2)
+    )
+}
+
+async fn case_blind_index_keeps_the_first_128_bits_of_a_digest(store: Store, url: String) {
+    let a = full_digest('a');
+    let r1 = ingest_new(
+        &store,
+        with_blind(sample_petition_item(1), &[("id_number", a.as_str())]),
+    )
+    .await;
+    // Same last 32 digits, another first 32: another key.
+    let b = full_digest('b');
+    let r2 = ingest_new(
+        &store,
+        with_blind(sample_petition_item(2), &[("id_number", b.as_str())]),
+    )
+    .await;
+    let rows = |sql: String| {
+        let url = url.clone();
+        async move { raw_execute(&url, &sql).await.unwrap() }
+    };
+    assert_eq!(
+        rows("UPDATE pii_index SET field = field WHERE length(digest) <> 32".into()).await,
+        0,
+        "every entry holds 32 hex digits"
+    );
+    assert_eq!(
+        rows(format!(
+            "UPDATE pii_index SET field = field WHERE digest = '{}'",
+            &a[..32]
+        ))
+        .await,
+        1
+    );
+    let find = |d: String| petition_ids(&store, blind_query("id_number", &d));
+    assert_eq!(
+        find(a.clone()).await,
+        vec![r1.id],
+        "the full digest finds it"
+    );
+    assert_eq!(find(b.clone()).await, vec![r2.id]);
+    assert_eq!(find(a[..32].to_owned()).await, vec![r1.id]);
+    assert!(find(format!("{}{}", &b[..31], "c")).await.is_empty());
+}
+
+/// A store made before migration 0012 (full 64-digit digests in `pii_index`) keeps finding its
+/// records after the upgrade, through the same lookups.
+async fn upgrade_shortens_stored_digests(url: &str, backend: &str) {
+    let migrations = format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+    let earlier = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&migrations).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0012" {
+            std::fs::copy(&path, earlier.path().join(&name)).unwrap();
+        }
+    }
+    let before = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
+    if backend == "sqlite" {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        before.run(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        before.run(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+    let id = Uuid::now_v7();
+    let body = serde_json::to_string(&sample_petition(1)).unwrap();
+    raw_execute(
+        url,
+        &format!(
+            "INSERT INTO records (id, kind, source_system, source_id, version, division, status, \
+             occurred_on, body, received_at, updated_at) VALUES ('{id}', 'petition', 'old', \
+             '1', 1, '430102', 'received', '2026-01-05', '{}', 0, 0)",
+            body.replace('\'', "''")
+        ),
+    )
+    .await
+    .unwrap();
+    let a = full_digest('a');
+    // Two entries of the record that coincide once shortened: one is kept.
+    let a_twin = format!("{}{}", &a[..32], "f".repeat(32));
+    for (field, digest) in [("id_number", &a), ("id_number", &a_twin), ("mobile", &a)] {
+        raw_execute(
+            url,
+            &format!("INSERT INTO pii_index (field, digest, record_id) VALUES ('{field}', '{digest}', '{id}')"),
+        )
+        .await
+        .unwrap();
+    }
+
+    let store = Store::open(xfhub_store::StoreOptions::new(url))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_execute(
+            url,
+            "UPDATE pii_index SET field = field WHERE length(digest) = 32"
+        )
+        .await
+        .unwrap(),
+        2,
+        "the twins became one entry, the other field kept its own"
+    );
+    for field in ["id_number", "mobile"] {
+        assert_eq!(
+            petition_ids(&store, blind_query(field, &a)).await,
+            vec![id],
+            "{field}"
+        );
+    }
+    // New entries go in beside the migrated ones.
+    let r = ingest_new(
+        &store,
+        with_blind(sample_petition_item(2), &[("id_number", a.as_str())]),
+    )
+    .await;
+    assert_eq!(
+        petition_ids(&store, blind_query("id_number", &a)).await,
+        newest_first(vec![id, r.id])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_shortens_stored_digests_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_case(upgrade_shortens_stored_digests(&sqlite_url(&dir), "sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_shortens_stored_digests_postgres() {
+    let db = PgDb::create("").await;
+    common::run_case(upgrade_shortens_stored_digests(&db.url, "postgres")).await;
 }
 
 async fn case_division_scope_restricts_listings(store: Store) {

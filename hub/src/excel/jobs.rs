@@ -5,7 +5,7 @@
 //! row and checks the row count, so that a bad file is refused whole with a clear error and
 //! nothing is imported. [`run`] then streams the rows on a blocking thread, which maps and
 //! validates each row (`xfhub_transforms::excel`) and seals it into an `IngestItem`; an async
-//! committer writes each batch (default 1,000 rows) in one `Store::transact`: the records with
+//! committer writes each batch (default 2,000 rows) in one `Store::transact`: the records with
 //! their outbox messages, the rejected rows (original cells sealed in `import_errors`, reasons
 //! in `excel_job_rows`) and the job's counters. Outcomes known only after a commit (created,
 //! repeat, version conflict) are counted in the next batch's transaction, and the last
