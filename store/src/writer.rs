@@ -968,39 +968,46 @@ async fn ingest_batch(
             );
         }
     }
-    // Versions already received, with their digest and first receipt.
+    // Versions already received of the records the group touches, with their digest and
+    // first receipt, looked up by (record id, version): a record not stored yet has none, so a
+    // group of new records (an import batch) reads nothing here.
     let mut seen: std::collections::HashMap<(SourceKey, i64), (String, String)> =
         Default::default();
-    for chunk in items.chunks(MAX_ROWS_PER_STATEMENT) {
+    let key_of_id: std::collections::HashMap<String, &SourceKey> = current
+        .iter()
+        .map(|(k, (id, _, _))| (id.to_string(), k))
+        .collect();
+    let stored_versions: Vec<(String, i64)> = items
+        .iter()
+        .filter_map(|it| {
+            current
+                .get(&key(it))
+                .map(|(id, _, _)| (id.to_string(), it.version))
+        })
+        .collect();
+    for chunk in stored_versions.chunks(MAX_ROWS_PER_STATEMENT) {
         let padded = chunk.len().next_power_of_two();
         let mut sql = String::from(
-            "SELECT kind, source_system, source_id, version, digest, receipt FROM record_versions \
-             WHERE (kind, source_system, source_id, version) IN (VALUES ",
+            "SELECT record_id, version, digest, receipt FROM record_versions \
+             WHERE (record_id, version) IN (VALUES ",
         );
-        push_tuples(&mut sql, padded, 4);
+        push_tuples(&mut sql, padded, 2);
         sql.push(')');
         let mut q = sqlx::query(&sql);
-        for it in padded_to(chunk, padded) {
-            q = q
-                .bind(it.kind.as_str())
-                .bind(it.source_system.as_str())
-                .bind(it.source_id.as_str())
-                .bind(it.version);
+        for (id, version) in padded_to(chunk, padded) {
+            q = q.bind(id.as_str()).bind(*version);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            seen.insert(
-                (
-                    (
-                        row.try_get("kind")?,
-                        row.try_get("source_system")?,
-                        row.try_get("source_id")?,
-                    ),
-                    row.try_get("version")?,
-                ),
-                (row.try_get("digest")?, row.try_get("receipt")?),
-            );
+            let id: String = row.try_get("record_id")?;
+            if let Some(&k) = key_of_id.get(&id) {
+                seen.insert(
+                    (k.clone(), row.try_get("version")?),
+                    (row.try_get("digest")?, row.try_get("receipt")?),
+                );
+            }
         }
     }
+    drop(key_of_id);
 
     // Nonces of signed requests: one statement records them all and tells which are new.
     let nonces: Vec<(&str, &str, i64)> = items
@@ -1112,9 +1119,7 @@ async fn ingest_batch(
         };
         let receipt_json = serde_json::to_string(&receipt)?;
         versions.push(vec![
-            Arg::Text(kind),
-            Arg::Text(&it.source_system),
-            Arg::Text(&it.source_id),
+            Arg::Owned(id.to_string()),
             Arg::Int(it.version),
             Arg::Text(&it.digest),
             Arg::Owned(receipt_json.clone()),
@@ -1204,7 +1209,7 @@ async fn ingest_batch(
     insert_rows(tx, OUTBOX_INSERT, "", &outbox).await?;
     insert_rows(
         tx,
-        "INSERT INTO record_versions (kind, source_system, source_id, version, digest, receipt)",
+        "INSERT INTO record_versions (record_id, version, digest, receipt)",
         "",
         &versions,
     )

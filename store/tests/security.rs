@@ -733,9 +733,10 @@ async fn case_blind_index_keeps_the_first_128_bits_of_a_digest(store: Store, url
     assert!(find(format!("{}{}", &b[..31], "c")).await.is_empty());
 }
 
-/// A store made before migration 0012 (full 64-digit digests in `pii_index`) keeps finding its
-/// records after the upgrade, through the same lookups.
-async fn upgrade_shortens_stored_digests(url: &str, backend: &str) {
+/// A store made before migrations 0012 and 0013 (full 64-digit digests in `pii_index`,
+/// versions keyed by source) keeps finding its records after the upgrade, through the same
+/// lookups, and still knows which versions it accepted.
+async fn upgrade_keeps_blind_index_and_versions(url: &str, backend: &str) {
     let migrations = format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
     let earlier = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&migrations).unwrap() {
@@ -772,6 +773,20 @@ async fn upgrade_shortens_stored_digests(url: &str, backend: &str) {
     )
     .await
     .unwrap();
+    let receipt = json!({
+        "id": id, "kind": "petition", "source_system": "old", "source_id": "1", "version": 1,
+        "status": "created", "message_id": Uuid::now_v7(), "change_seq": 1,
+        "received_at": "2026-01-05T00:00:00Z",
+    });
+    raw_execute(
+        url,
+        &format!(
+            "INSERT INTO record_versions (kind, source_system, source_id, version, digest, \
+             receipt) VALUES ('petition', 'old', '1', 1, 'digest-1', '{receipt}')"
+        ),
+    )
+    .await
+    .unwrap();
     let a = full_digest('a');
     // Two entries of the record that coincide once shortened: one is kept.
     let a_twin = format!("{}{}", &a[..32], "f".repeat(32));
@@ -804,6 +819,33 @@ async fn upgrade_shortens_stored_digests(url: &str, backend: &str) {
             "{field}"
         );
     }
+    // The accepted version is known under the record: the same content is a repeat with the
+    // first receipt, other content under that version a conflict, the next version an update.
+    let mut item = petition_item(&sample_petition(1));
+    item.source_system = "old".into();
+    item.source_id = "1".into();
+    item.version = 1;
+    item.digest = "digest-1".into();
+    match store.ingest(item.clone()).await.unwrap() {
+        IngestOutcome::Duplicate(r) => assert_eq!(serde_json::to_value(r).unwrap(), receipt),
+        other => panic!("expected the first receipt, got {other:?}"),
+    }
+    item.digest = "digest-other".into();
+    assert_eq!(
+        store.ingest(item.clone()).await.unwrap(),
+        IngestOutcome::Conflict { version: 1 }
+    );
+    item.version = 2;
+    item.blind = vec![("id_number".into(), a.clone())];
+    match store.ingest(item.clone()).await.unwrap() {
+        IngestOutcome::Updated(r) => assert_eq!(r.id, id),
+        other => panic!("expected an update, got {other:?}"),
+    }
+    assert!(matches!(
+        store.ingest(item).await.unwrap(),
+        IngestOutcome::Duplicate(_)
+    ));
+
     // New entries go in beside the migrated ones.
     let r = ingest_new(
         &store,
@@ -817,15 +859,19 @@ async fn upgrade_shortens_stored_digests(url: &str, backend: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_shortens_stored_digests_sqlite() {
+async fn upgrade_keeps_blind_index_and_versions_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    common::run_case(upgrade_shortens_stored_digests(&sqlite_url(&dir), "sqlite")).await;
+    common::run_case(upgrade_keeps_blind_index_and_versions(
+        &sqlite_url(&dir),
+        "sqlite",
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_shortens_stored_digests_postgres() {
+async fn upgrade_keeps_blind_index_and_versions_postgres() {
     let db = PgDb::create("").await;
-    common::run_case(upgrade_shortens_stored_digests(&db.url, "postgres")).await;
+    common::run_case(upgrade_keeps_blind_index_and_versions(&db.url, "postgres")).await;
 }
 
 async fn case_division_scope_restricts_listings(store: Store) {
