@@ -461,8 +461,13 @@ fn push_tuples(sql: &mut String, rows: usize, width: usize) {
     }
 }
 
+/// Whether the writer talks to SQLite (see [`ANONYMOUS_PLACEHOLDERS`]).
+fn sqlite_dialect() -> bool {
+    ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false)
+}
+
 fn placeholder(sql: &mut String, n: usize) {
-    if ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false) {
+    if sqlite_dialect() {
         sql.push('?');
     } else {
         sql.push('$');
@@ -541,7 +546,7 @@ async fn run_loop(
     shared: bool,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
-    let mut state = WriterState::new(ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false));
+    let mut state = WriterState::new(sqlite_dialect());
     while let Some(first) = rx.recv().await {
         jobs.push(first);
         while jobs.len() < max_batch {
@@ -767,7 +772,19 @@ async fn insert_rows_with(
         let (chunk, after) = rest.split_at(shape_rows(rest.len(), width));
         rest = after;
         let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
-        sql.push_str(head);
+        match head.strip_prefix("INSERT INTO ") {
+            // SQLite keeps a statement journal (the pages' old contents, to undo a statement
+            // that stops halfway) for every multi-row insert whose constraints abort; it was 7 %
+            // of the writer thread's time in an import. OR FAIL needs none: a failing
+            // statement keeps the rows it already inserted, and that never stands, since every
+            // failure in a group rolls back the whole transaction, or the operation's
+            // savepoint in the one-by-one replay (`commit_one_by_one`).
+            Some(rest) if sqlite_dialect() => {
+                sql.push_str("INSERT OR FAIL INTO ");
+                sql.push_str(rest);
+            }
+            _ => sql.push_str(head),
+        }
         sql.push_str(" VALUES ");
         if row_template.is_empty() {
             push_tuples(&mut sql, chunk.len(), width);
@@ -1922,10 +1939,9 @@ impl Store {
 async fn execute(tx: &mut Tx, stmt: &Stmt) -> Result<u64> {
     // A feature's statement may carry hundreds of `$N` placeholders (the process events of a
     // pulled page: six per event); on SQLite those become anonymous `?`, bound by position.
-    let positional = (stmt.args().len() > POSITIONAL_FROM
-        && ANONYMOUS_PLACEHOLDERS.try_with(|a| *a).unwrap_or(false))
-    .then(|| to_positional(stmt.sql()))
-    .flatten();
+    let positional = (stmt.args().len() > POSITIONAL_FROM && sqlite_dialect())
+        .then(|| to_positional(stmt.sql()))
+        .flatten();
     let Some((sql, order)) = &positional else {
         let q = stmt.query();
         return Ok(q.execute(&mut **tx).await?.rows_affected());

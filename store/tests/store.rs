@@ -1553,3 +1553,59 @@ async fn case_sql_effect_commits_with_its_ack_once(store: Store) {
         .unwrap();
     assert_eq!(row.get::<i64, _>("processed_at"), 1, "applied once");
 }
+
+/// Rows of `table` in the SQLite database at `url`, counted over a connection of its own.
+async fn sqlite_count(url: &str, table: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let n = sqlx::query(&format!("SELECT count(*) AS n FROM {table}"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("n");
+    conn.close().await.unwrap();
+    n
+}
+
+/// On SQLite the writer's multi-row inserts run `OR FAIL`, without a statement journal: a
+/// statement that fails halfway keeps the rows it inserted before the failing one. Those must
+/// never stand: the group's rollback, then the operation's savepoint in the one-by-one replay,
+/// take them back. A trigger refuses the change-log row of the third of four records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_insert_failing_halfway_leaves_nothing() {
+    let (store, dir) = common::sqlite_store().await;
+    let url = common::sqlite_url(&dir);
+    common::raw_execute(
+        &url,
+        "CREATE TRIGGER refuse_third BEFORE INSERT ON change_log WHEN NEW.version = 7 \
+         BEGIN SELECT RAISE(FAIL, 'third row refused'); END",
+    )
+    .await
+    .unwrap();
+    let items = (1..=4)
+        .map(|i| {
+            let mut item = sample_petition_item(i);
+            if i == 3 {
+                item.version = 7;
+            }
+            item
+        })
+        .collect();
+    let failed = store.transact(Txn {
+        ingests: items,
+        ..Txn::default()
+    });
+    // A record of its own, committed beside the failing operation (same group or the next).
+    let beside = store.ingest(sample_petition_item(5));
+    let (failed, beside) = tokio::join!(failed, beside);
+    let err = failed.expect_err("the third record's change-log row is refused");
+    assert!(err.to_string().contains("third row refused"), "{err}");
+    assert!(matches!(beside.unwrap(), IngestOutcome::Created(_)));
+    for table in ["records", "change_log", "outbox", "record_versions"] {
+        assert_eq!(
+            sqlite_count(&url, table).await,
+            1,
+            "{table}: only the record beside"
+        );
+    }
+}
