@@ -3,6 +3,7 @@
 //! in-process through [`app::Hub`].
 
 pub mod admin_cli;
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod auth;
