@@ -1,16 +1,18 @@
 //! The process allocator: mimalloc, tuned to give memory back.
 //!
 //! `xfhub` runs on mimalloc (`#[global_allocator]` in `main.rs`) rather than glibc's malloc:
-//! measured in the same minutes (BENCHMARKS.md, runs of 2026-12-05), it took 16 % less server
-//! CPU per stored petition and made the 100,000-row Excel import 15 % faster. glibc's malloc was
-//! a fifth of an import's CPU time (per-thread arenas, consolidation of freed chunks, and
-//! documents allocated on one thread and freed on another).
+//! measured in the same minutes (BENCHMARKS.md, runs of 2026-12-05), it took 13-14 % less
+//! server CPU per stored petition and made the 100,000-row Excel import 12-16 % faster and the
+//! export a fifth faster. glibc's malloc was a fifth of an import's CPU time (per-thread
+//! arenas, consolidation of freed chunks, and documents allocated on one thread and freed on
+//! another).
 //!
 //! With its defaults mimalloc held 10-18 MiB more than glibc under the same load: it commits
 //! its arenas eagerly, and a purge of eagerly committed memory only marks it reusable
 //! (`MADV_FREE`), which still counts as resident. [`configure`] turns eager commit off, so
-//! freed memory is decommitted, and purges after 2 ms instead of a second, which kept the REST
-//! ingest's peak RSS within 2-4 MiB of glibc's and the import's below it.
+//! freed memory is decommitted, and purges after 2 ms instead of a second. That kept the REST
+//! ingest's peak RSS within about 5 MiB of glibc's (3-4 MiB of it more code resident) and the
+//! import's below glibc's.
 
 /// `mi_option_arena_eager_commit` of mimalloc 3's `mi_option_t` (`mimalloc.h`); the Rust
 /// binding names only some options, so the numbers are written here (checked by a test against
