@@ -988,12 +988,7 @@ async fn ingest_batch(
     // Versions already received of the records the group touches, with their digest and
     // first receipt, looked up by (record id, version): a record not stored yet has none, so a
     // group of new records (an import batch) reads nothing here.
-    let mut seen: std::collections::HashMap<(SourceKey, i64), (String, String)> =
-        Default::default();
-    let key_of_id: std::collections::HashMap<String, &SourceKey> = current
-        .iter()
-        .map(|(k, (id, _, _))| (id.to_string(), k))
-        .collect();
+    let mut seen: std::collections::HashMap<(Uuid, i64), (String, String)> = Default::default();
     let stored_versions: Vec<(String, i64)> = items
         .iter()
         .filter_map(|it| {
@@ -1015,16 +1010,15 @@ async fn ingest_batch(
             q = q.bind(id.as_str()).bind(*version);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            let id: String = row.try_get("record_id")?;
-            if let Some(&k) = key_of_id.get(&id) {
-                seen.insert(
-                    (k.clone(), row.try_get("version")?),
-                    (row.try_get("digest")?, row.try_get("receipt")?),
-                );
-            }
+            seen.insert(
+                (
+                    parse_uuid(&row.try_get::<String, _>("record_id")?)?,
+                    row.try_get("version")?,
+                ),
+                (row.try_get("digest")?, row.try_get("receipt")?),
+            );
         }
     }
-    drop(key_of_id);
 
     // Nonces of signed requests: one statement records them all and tells which are new.
     let nonces: Vec<(&str, &str, i64)> = items
@@ -1055,7 +1049,10 @@ async fn ingest_batch(
             }
         }
         let k = key(it);
-        if let Some((digest, receipt)) = seen.get(&(k.clone(), it.version)) {
+        let known = current
+            .get(&k)
+            .and_then(|&(id, _, _)| seen.get(&(id, it.version)));
+        if let Some((digest, receipt)) = known {
             outcomes.push(if *digest == it.digest {
                 IngestOutcome::Duplicate(serde_json::from_str(receipt)?)
             } else {
@@ -1081,7 +1078,7 @@ async fn ingest_batch(
         };
         let slot = finals.len();
         final_of.insert(k.clone(), slot);
-        current.insert(k.clone(), (id, it.version, received_at));
+        current.insert(k, (id, it.version, received_at));
 
         let seq = state.next_seq(tx).await?;
         let kind = it.kind.as_str();
@@ -1141,7 +1138,7 @@ async fn ingest_batch(
             Arg::Text(&it.digest),
             Arg::Owned(receipt_json.clone()),
         ]);
-        seen.insert((k, it.version), (it.digest.clone(), receipt_json));
+        seen.insert((id, it.version), (it.digest.clone(), receipt_json));
         outcomes.push(match status {
             ReceiptStatus::Created => IngestOutcome::Created(receipt),
             ReceiptStatus::Updated => IngestOutcome::Updated(receipt),
